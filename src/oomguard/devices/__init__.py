@@ -1,0 +1,53 @@
+"""Backends behind one interface. Nothing outside this package calls torch.cuda or torch.mps."""
+
+from __future__ import annotations
+
+import torch
+
+from oomguard.devices.base import Device, OverBudget, is_oom
+from oomguard.devices.cpu import CPUDevice, release_host_memory
+from oomguard.errors import ConfigError
+
+__all__ = ["Device", "OverBudget", "get_device", "is_oom", "release_host_memory"]
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def get_device(name: str = "auto") -> Device:
+    """The Device for ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif _mps_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cpu":
+        return CPUDevice()
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} asked, but this torch sees no CUDA GPU; use device=auto or cpu")
+        from oomguard.devices.cuda import CUDADevice
+
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name} asked, but only {torch.cuda.device_count()} GPU(s) are visible")
+        return CUDADevice(index)
+    if name == "mps":
+        if not _mps_available():
+            raise ConfigError("device=mps asked, but MPS is not available here; use device=auto or cpu")
+        from oomguard.devices.mps import MPSDevice
+
+        return MPSDevice()
+    raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
+
+
+def device_for_tensor(tensor: torch.Tensor) -> Device:
+    """The Device that holds ``tensor`` (used by the Guard when none is given)."""
+    kind = tensor.device.type
+    if kind == "cuda":
+        return get_device(f"cuda:{tensor.device.index or 0}")
+    return get_device(kind)

@@ -1,0 +1,110 @@
+"""The interface every backend implements, and OOM recognition shared by all.
+
+A Device answers three questions for the memory engine: how much memory is
+there, how much does this process use now and at its peak since a mark, and is
+this exception an out-of-memory. Backends with a hard allocator limit (CUDA,
+MPS) raise at the budget by themselves; on CPU the budget is enforced by the
+engine from measured process memory.
+"""
+
+from __future__ import annotations
+
+import gc
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+# Messages that mean "the allocator could not get memory", whatever the backend.
+OOM_MESSAGES = (
+    "out of memory",  # CUDA "CUDA out of memory", MPS "MPS backend out of memory"
+    "can't allocate memory",  # CPU "DefaultCPUAllocator: can't allocate memory"
+    "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",
+    "cudnn_status_not_supported. this error may appear if you passed in a non-contiguous input",
+    "hip out of memory",
+    "failed to allocate memory",
+)
+
+
+class OverBudget(RuntimeError):
+    """Raised by oomguard itself when measured memory crossed the budget during a step."""
+
+    def __init__(self, peak: int, budget: int) -> None:
+        super().__init__(
+            f"oomguard: step peak {peak} bytes over the budget of {budget} bytes (out of memory)"
+        )
+        self.peak = peak
+        self.budget = budget
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True when ``exc`` means the step ran out of memory, on any backend."""
+    if isinstance(exc, OverBudget | MemoryError | torch.OutOfMemoryError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    message = str(exc).lower()
+    return any(text in message for text in OOM_MESSAGES)
+
+
+class Device(ABC):
+    """One backend: its torch device, its memory and its allocator."""
+
+    kind: str = "abstract"
+    #: Memory shared with the host (CPU, Apple unified memory): the OS kills
+    #: before any exception, so the process's own memory counts too.
+    unified: bool = False
+    #: The allocator raises an OOM exception at a limit we can set.
+    has_hard_limit: bool = False
+
+    def __init__(self, torch_device: torch.device) -> None:
+        self.torch_device = torch_device
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.torch_device})"
+
+    @abstractmethod
+    def total_memory(self) -> int:
+        """Bytes this backend can ever give the process."""
+
+    @abstractmethod
+    def available_memory(self) -> int:
+        """Bytes free for this process right now."""
+
+    def allocated(self) -> int:
+        """Bytes held by live tensors on the device (0 where the device is the host)."""
+        return 0
+
+    def reserved(self) -> int:
+        """Bytes held by the device allocator, cached blocks included."""
+        return 0
+
+    def peak_allocated(self) -> int:
+        """Device bytes at the peak since :meth:`reset_peak` (0 where the device is the host)."""
+        return 0
+
+    def reset_peak(self) -> None:
+        """Start a new peak measurement."""
+
+    def empty_cache(self) -> None:
+        """Give cached, unused memory back to the system."""
+        gc.collect()
+
+    def set_hard_limit(self, limit_bytes: int) -> bool:
+        """Make the allocator raise OOM past ``limit_bytes``; False if the backend cannot."""
+        return False
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so that measurements are complete."""
+
+    def rng_state(self) -> torch.Tensor | None:
+        """The device generator's state, for checkpoints (None where there is none)."""
+        return None
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        """Restore a state from :meth:`rng_state`."""
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers for the memory timeline."""
+        return {"device_allocated": self.allocated(), "device_reserved": self.reserved()}

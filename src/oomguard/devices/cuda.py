@@ -1,0 +1,55 @@
+"""NVIDIA GPUs: the caching allocator's statistics, its per-process limit and its OOM."""
+
+from __future__ import annotations
+
+import torch
+
+from oomguard.devices.base import Device
+
+
+class CUDADevice(Device):
+    kind = "cuda"
+    unified = False
+    has_hard_limit = True
+
+    def __init__(self, index: int = 0) -> None:
+        super().__init__(torch.device("cuda", index))
+        self.index = index
+
+    def total_memory(self) -> int:
+        return int(torch.cuda.get_device_properties(self.index).total_memory)
+
+    def available_memory(self) -> int:
+        free, _total = torch.cuda.mem_get_info(self.index)
+        # Blocks cached by our own allocator are free for us too.
+        return int(free) + self.reserved() - self.allocated()
+
+    def allocated(self) -> int:
+        return int(torch.cuda.memory_allocated(self.index))
+
+    def reserved(self) -> int:
+        return int(torch.cuda.memory_reserved(self.index))
+
+    def peak_allocated(self) -> int:
+        return int(torch.cuda.max_memory_allocated(self.index))
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.index)
+
+    def empty_cache(self) -> None:
+        super().empty_cache()
+        torch.cuda.empty_cache()
+
+    def set_hard_limit(self, limit_bytes: int) -> bool:
+        fraction = min(1.0, max(0.0, limit_bytes / self.total_memory()))
+        torch.cuda.set_per_process_memory_fraction(fraction, self.index)
+        return True
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.index)
+
+    def rng_state(self) -> torch.Tensor | None:
+        return torch.cuda.get_rng_state(self.index)
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        torch.cuda.set_rng_state(state, self.index)

@@ -1,0 +1,1 @@
+"""Memory measurement: the host, the sampler thread, the budget and the engine's meter."""

@@ -1,0 +1,66 @@
+"""The memory budget: what ``memory_limit`` means in bytes on this device.
+
+On CPU and unified memory the OS kills before any exception, so ``auto``
+leaves headroom under the point where the OS would act: what this process
+holds now plus what the system has available, less a reserve for the OS and
+other programs, and never more than 85% of the machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oomguard.devices.base import Device
+from oomguard.errors import ConfigError
+from oomguard.memory import host
+from oomguard.units import format_bytes
+
+AUTO_SHARE = 0.85  # of a machine's (or a GPU's) memory
+RESERVE_SHARE = 0.10  # kept free for the OS on host memory
+MIN_RESERVE = 512 * 1000**2
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``limit`` bytes the run may use (None when ``memory_limit=off``) and why."""
+
+    limit: int | None
+    source: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit is not None
+
+    def describe(self) -> str:
+        return "off" if self.limit is None else f"{format_bytes(self.limit)} ({self.source})"
+
+
+def auto_limit(device: Device, in_use: int | None = None) -> int:
+    """The ``auto`` budget for ``device``, given ``in_use`` bytes this process holds now."""
+    total = device.total_memory()
+    if not device.unified:
+        return int(total * AUTO_SHARE)
+    in_use = host.tree_rss() if in_use is None else in_use
+    reserve = max(MIN_RESERVE, int(RESERVE_SHARE * total))
+    reachable = in_use + device.available_memory() - reserve
+    return int(max(0, min(total * AUTO_SHARE, reachable)))
+
+
+def resolve_budget(memory_limit: str | float | int, device: Device) -> Budget:
+    """Turn a validated ``memory_limit`` value into bytes for ``device``."""
+    if memory_limit == "off":
+        return Budget(None, "memory_limit=off")
+    if memory_limit == "auto":
+        limit = auto_limit(device)
+        return Budget(limit, f"auto: {AUTO_SHARE:.0%} of {device.kind} memory with OS headroom")
+    if isinstance(memory_limit, float):
+        limit = int(memory_limit * device.total_memory())
+        return Budget(limit, f"{memory_limit:g} of {format_bytes(device.total_memory())}")
+    limit = int(memory_limit)
+    total = device.total_memory()
+    if limit > total:
+        raise ConfigError(
+            f"memory_limit={format_bytes(limit)} is more than this {device.kind} has "
+            f"({format_bytes(total)}); use memory_limit=auto or a smaller size"
+        )
+    return Budget(limit, "memory_limit")

@@ -1,0 +1,162 @@
+"""A background thread that samples memory into the run's timeline (``memory.csv``).
+
+Every ``interval`` seconds it records this process's RSS, its children's RSS
+(DataLoader workers), the system's available memory and the device
+allocator's numbers. The engine reads the latest values and the maximum since
+its last mark without touching ``/proc`` itself; listeners (pressure, the
+memory cap) are called with each sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import IO
+
+from oomguard.devices.base import Device
+from oomguard.memory import host
+
+COLUMNS = ("time", "process_rss", "children_rss", "system_available", "device_allocated",
+           "device_reserved", "step", "rank")
+
+
+@dataclass(frozen=True)
+class Sample:
+    time: float
+    process_rss: int
+    children_rss: int
+    system_available: int
+    device_allocated: int
+    device_reserved: int
+    step: int
+    rank: int
+
+    @property
+    def tree_rss(self) -> int:
+        return self.process_rss + self.children_rss
+
+
+assert tuple(f.name for f in fields(Sample)) == COLUMNS
+
+
+class MemorySampler:
+    """Sample memory every ``interval`` seconds in a daemon thread; append to ``csv_path``."""
+
+    def __init__(
+        self,
+        device: Device | None = None,
+        csv_path: str | Path | None = None,
+        interval: float = 0.05,
+        rank: int = 0,
+        flush_every: float = 1.0,
+    ) -> None:
+        self.device = device
+        self.csv_path = Path(csv_path) if csv_path is not None else None
+        self.interval = interval
+        self.rank = rank
+        self.flush_every = flush_every
+        self.step = 0
+        self.latest: Sample | None = None
+        self._max_tree_rss = 0
+        self._max_device = 0
+        self._listeners: list[Callable[[Sample], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._file: IO[str] | None = None
+        self._lock = threading.Lock()
+
+    def add_listener(self, listener: Callable[[Sample], None]) -> None:
+        self._listeners.append(listener)
+
+    def sample(self) -> Sample:
+        """Take one sample now (also what the thread does each tick)."""
+        device = self.device
+        own = host.process_rss()
+        sample = Sample(
+            time=time.time(),
+            process_rss=own,
+            children_rss=host.children_rss(),
+            system_available=host.available_memory(),
+            device_allocated=device.allocated() if device is not None else 0,
+            device_reserved=device.reserved() if device is not None else 0,
+            step=self.step,
+            rank=self.rank,
+        )
+        with self._lock:
+            self.latest = sample
+            self._max_tree_rss = max(self._max_tree_rss, sample.tree_rss)
+            self._max_device = max(self._max_device, sample.device_reserved)
+        return sample
+
+    def mark(self) -> None:
+        """Start a new "maximum since mark" window."""
+        with self._lock:
+            latest = self.latest
+            self._max_tree_rss = latest.tree_rss if latest else 0
+            self._max_device = latest.device_reserved if latest else 0
+
+    def max_since_mark(self) -> tuple[int, int]:
+        """(max RSS of the process tree, max device reserved) since the last :meth:`mark`."""
+        with self._lock:
+            return self._max_tree_rss, self._max_device
+
+    @property
+    def children_rss(self) -> int:
+        latest = self.latest
+        return latest.children_rss if latest else 0
+
+    def start(self) -> MemorySampler:
+        if self._thread is not None:
+            return self
+        if self.csv_path is not None:
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+            self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in stop()
+            if new:
+                csv.writer(self._file).writerow(COLUMNS)
+        self.sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="oomguard-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> MemorySampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        writer = csv.writer(self._file) if self._file is not None else None
+        last_flush = time.monotonic()
+        while not self._stop.wait(self.interval):
+            try:
+                sample = self.sample()
+            except Exception:  # a vanished child or a closed device must not kill training
+                continue
+            if writer is not None and self._file is not None:
+                writer.writerow(astuple(sample))
+                now = time.monotonic()
+                if now - last_flush >= self.flush_every:
+                    self._file.flush()
+                    last_flush = now
+            for listener in self._listeners:
+                listener(sample)
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
