@@ -1,0 +1,85 @@
+"""``oomguard``: train, run, probe, report, doctor.
+
+User mistakes end as one or two lines on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from oomguard.errors import OomguardError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Make PyTorch training runs finish on the memory they have.",
+)
+ArgsOption = Annotated[
+    list[str] | None, typer.Argument(help="[CONFIG.yaml] [key=value ...]", show_default=False)
+]
+
+
+@app.command()
+def train(
+    args: ArgsOption = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in <project>/<name>.")] = False,
+    no_supervise: Annotated[
+        bool, typer.Option("--no-supervise", help="Train in this process, without restarts.")
+    ] = False,
+) -> None:
+    """Train; supervised (restarted with a safer plan when killed) unless --no-supervise."""
+    from oomguard.cli.train import train_command
+
+    raise typer.Exit(train_command(args or [], resume=resume, supervise=not no_supervise))
+
+
+@app.command()
+def probe(
+    args: ArgsOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure peak memory against microbatch size and print the plan that fits the budget."""
+    from oomguard.cli.probe import probe_command
+
+    raise typer.Exit(probe_command(args or [], as_json=json_output))
+
+
+@app.command()
+def report(
+    run_dir: Annotated[str, typer.Argument(help="A run directory, like runs/exp.")],
+) -> None:
+    """Write RUN_DIR/report.html and RUN_DIR/memory.png: where the memory went."""
+    from oomguard.report import write_report
+
+    paths = write_report(run_dir)
+    print(f"wrote {paths.html} and {paths.png}")
+
+
+@app.command()
+def doctor(args: ArgsOption = None) -> None:
+    """Check device, memory and settings, and say what to change."""
+    from rich.console import Console
+
+    from oomguard.cli.args import split_args
+    from oomguard.config import load_config
+    from oomguard.diagnose import run_doctor
+
+    config_path, overrides = split_args(args or [])
+    config = load_config(config_path, overrides) if args else None
+    raise typer.Exit(run_doctor(config, Console(highlight=False)))
+
+
+def main() -> None:
+    """Entry point of the ``oomguard`` console script."""
+    try:
+        app()  # standalone: usage errors print and exit 2 by themselves
+    except OomguardError as err:
+        print(f"oomguard: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("oomguard: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,54 @@
+"""The run report: ``report.html`` and ``memory.png`` from a run directory.
+
+Reads only files (never torch), so it runs in the supervisor, after a kill,
+or on another machine that the run directory was copied to. matplotlib is
+imported when a report is written, not when this package is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from oomguard.report.read import RunData, load_run
+from oomguard.report.verdict import verdict
+
+__all__ = ["ReportPaths", "RunData", "load_run", "verdict", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    png: Path
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary file so a report being opened is never half written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(run_dir: str | Path, max_points: int = 1500) -> ReportPaths:
+    """Write ``run_dir/report.html`` and ``run_dir/memory.png``; return their paths.
+
+    Works for finished and unfinished runs of ``oomguard train`` and ``oomguard
+    run``. Raises RunDirError (one line) when ``run_dir`` holds neither
+    memory.csv nor events.jsonl.
+    """
+    from oomguard.report.html import render_html
+    from oomguard.report.plot import curves_figure, memory_figure, save_png, svg_text
+
+    run = load_run(run_dir, max_points=max_points)
+    sentence = verdict(run.events, run.timeline.summary if run.timeline else None)
+    paths = ReportPaths(html=run.root / "report.html", png=run.root / "memory.png")
+    figure, tooltips = memory_figure(run)
+    tmp_png = paths.png.with_name(".memory.png.tmp")
+    save_png(figure, tmp_png)
+    os.replace(tmp_png, paths.png)
+    memory_svg = svg_text(figure, "mem", tooltips)
+    curves = curves_figure(run.results)
+    curves_svg = svg_text(curves, "cur") if curves is not None else None
+    _write_text(paths.html, render_html(run, sentence, memory_svg, curves_svg))
+    return paths

@@ -1,0 +1,183 @@
+"""The run in one sentence: did it finish, what did it survive, how close to the budget it ran.
+
+Pure functions of the event list and the memory summary, so the wording is
+tested without files: ``finished in 3h02m; 2 memory kills survived; peak
+11.2 GB of a 12 GB budget; no leak``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from oomguard.report.timeline import MemorySummary
+from oomguard.units import format_bytes, format_duration
+
+Event = Mapping[str, Any]
+
+#: How a kill or restart cause reads in a sentence (singular, plural).
+CAUSES: dict[str, tuple[str, str]] = {
+    "memory_kill": ("memory kill", "memory kills"),
+    "unexplained_kill": ("unexplained kill", "unexplained kills"),
+    "oom": ("out-of-memory crash", "out-of-memory crashes"),
+    "bug": ("crash", "crashes"),
+    "cap": ("memory-cap kill", "memory-cap kills"),
+}
+_LIFECYCLE = ("start", "restart", "kill", "finish", "stop", "error")
+
+
+def size(n: float | None) -> str:
+    """``12e9 -> '12 GB'``, ``11.24e9 -> '11.2 GB'``."""
+    return format_bytes(n).replace(".0 ", " ")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def cause_words(cause: Any, count: int = 1) -> str:
+    singular, plural = CAUSES.get(str(cause), (f"{cause} kill", f"{cause} kills"))
+    return singular if count == 1 else plural
+
+
+def budget_of(events: Sequence[Event]) -> int | None:
+    """The latest budget on record (start, plan and oom events carry it)."""
+    for event in reversed(events):
+        value = _number(event.get("budget"))
+        if value is not None and value > 0:
+            return int(value)
+    return None
+
+
+def measured_peak(events: Sequence[Event], memory: MemorySummary | None) -> int | None:
+    """The peak the budget is compared against: device allocator on CUDA, process tree elsewhere."""
+    if memory is None or memory.rows == 0:
+        return None
+    device = next((str(e.get("device", "")) for e in reversed(events) if e.get("event") == "start"), "")
+    if device.startswith("cuda"):
+        return memory.peak_device_allocated or memory.peak_device_reserved or memory.peak_tree_rss
+    return memory.peak_tree_rss
+
+
+def _survived(events: Sequence[Event], index: int) -> bool:
+    return any(e.get("event") in ("start", "restart", "finish", "epoch") for e in events[index + 1:])
+
+
+def _span(events: Sequence[Event], memory: MemorySummary | None, until: float | None = None) -> float:
+    times = [float(e["time"]) for e in events if _number(e.get("time")) is not None]
+    if memory is not None and memory.start is not None and memory.end is not None:
+        times += [memory.start, memory.end]
+    if not times:
+        return 0.0
+    return (until if until is not None else max(times)) - min(times)
+
+
+def status(events: Sequence[Event], memory: MemorySummary | None = None) -> str:
+    """``finished in 1h02m``, ``stopped (signal)``, ``failed: ...`` or ``unfinished: ...``."""
+    lifecycle = [(i, e) for i, e in enumerate(events) if e.get("event") in _LIFECYCLE]
+    last_index, last = lifecycle[-1] if lifecycle else (-1, {})
+    kind = last.get("event")
+    if kind == "finish":
+        code = last.get("exit_code")
+        if isinstance(code, int) and code != 0:
+            return f"failed with exit code {code}"
+        return f"finished in {format_duration(_span(events, memory, until=float(last['time'])))}"
+    if kind == "stop":
+        reason = last.get("reason")
+        return f"stopped ({reason})" if reason else "stopped"
+    if kind == "error":
+        message = last.get("message") or last.get("error") or "see events.jsonl"
+        return f"failed: {message}"
+    if kind == "kill" and not _survived(events, last_index):
+        words = cause_words(last.get("cause"))
+        article = "an" if words[0] in "aeiou" else "a"
+        return f"unfinished: ended by {article} {words} that was not restarted"
+    where = []
+    epochs = [e.get("epoch") for e in events if isinstance(e.get("epoch"), int)]
+    if epochs:
+        where.append(f"at epoch {epochs[-1]}")
+    span = _span(events, memory)
+    if span > 0:
+        where.append(f"{format_duration(span)} in")
+    tail = f" (last record {', '.join(where)})" if where else ""
+    return f"unfinished: no finish event, still running or stopped without a trace{tail}"
+
+
+def _kills(events: Sequence[Event]) -> list[str]:
+    total: Counter[str] = Counter()
+    survived: Counter[str] = Counter()
+    for i, event in enumerate(events):
+        if event.get("event") == "kill":
+            cause = str(event.get("cause", "unexplained_kill"))
+            total[cause] += 1
+            survived[cause] += _survived(events, i)
+    parts = []
+    for cause, n in total.items():
+        words = f"{n} {cause_words(cause, n)}"
+        if survived[cause] == n:
+            parts.append(f"{words} survived")
+        elif survived[cause]:
+            parts.append(f"{words} ({survived[cause]} survived)")
+        else:
+            parts.append(words)
+    return parts
+
+
+def _microbatch_trend(events: Sequence[Event]) -> str:
+    sizes = []
+    for event in events:
+        kind = event.get("event")
+        if kind == "plan" and isinstance(event.get("microbatch"), int):
+            sizes.append(event["microbatch"])
+        elif (kind in ("shrink", "grow") and event.get("phase", "train") == "train"
+              and isinstance(event.get("to"), int)):
+            sizes.append(event["to"])
+    return f", microbatch {sizes[0]} → {sizes[-1]}" if len(sizes) > 1 and sizes[0] != sizes[-1] else ""
+
+
+def _leak(events: Sequence[Event]) -> str:
+    leaks = [e for e in events if e.get("event") == "leak"]
+    if not leaks:
+        return "no leak"
+    last = leaks[-1]
+    per_hour = _number(last.get("bytes_per_hour"))
+    growth = _number(last.get("growth"))
+    if per_hour is not None:
+        detail = f" (+{size(per_hour)}/h)"
+    elif growth is not None:
+        detail = f" (+{size(growth)})"
+    else:
+        detail = ""
+    return f"leak suspected{detail}"
+
+
+def verdict(events: Sequence[Event], memory: MemorySummary | None) -> str:
+    """One sentence for a person opening the report: outcome; what it survived; memory; leak."""
+    if not events and memory is None:
+        return "no events and no memory samples recorded"
+    parts = [status(events, memory)]
+    parts += _kills(events)
+    counts = Counter(str(e.get("event")) for e in events)
+    if counts["oom"]:
+        n = counts["oom"]
+        parts.append(f"{n} out-of-memory error{'s' if n != 1 else ''} caught{_microbatch_trend(events)}")
+    for event in events:
+        if event.get("event") == "fallback":
+            target = event.get("to") or event.get("device")
+            parts.append(f"fell back to {target}" if target else "fell back to a safer device")
+    if counts["pressure"]:
+        n = counts["pressure"]
+        parts.append(f"{n} memory-pressure warning{'s' if n != 1 else ''}")
+    peak, budget = measured_peak(events, memory), budget_of(events)
+    if peak is not None:
+        if budget is None:
+            parts.append(f"peak {size(peak)}, no budget")
+        elif peak > budget:
+            parts.append(f"peak {size(peak)}, over the {size(budget)} budget")
+        else:
+            parts.append(f"peak {size(peak)} of a {size(budget)} budget")
+    parts.append(_leak(events))
+    return "; ".join(parts)
