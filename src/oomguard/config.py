@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oomguard.errors import ConfigError
-from oomguard.units import parse_duration, parse_size
+from oomguard.units import parse_duration, parse_memory_limit, parse_size
 
 # What each key expects, in words, for error messages.
 EXPECTED: dict[str, str] = {
@@ -54,6 +54,7 @@ EXPECTED: dict[str, str] = {
     "reg_weight": "a non-negative number",
     "label_smoothing": "a number in [0, 1)",
     "sample_every": "a duration like 50ms or 0.1s",
+    "release_every": "a positive number of steps between cache releases, or null",
     "rehearse": "true or false",
     "tensorboard": "true or false",
     "stages": "a list of mappings of overrides",
@@ -107,6 +108,7 @@ class Config(BaseModel):
     reg_weight: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     sample_every: float = 0.05
+    release_every: int | None = Field(None, ge=1)
     rehearse: bool = False
     tensorboard: bool = False
     stages: list[dict[str, Any]] | None = None
@@ -137,19 +139,7 @@ class Config(BaseModel):
     @classmethod
     def _memory_limit(cls, value: Any) -> str | float | int:
         """``auto``/``off`` stay words, a fraction in (0, 1] stays a float, a size becomes int bytes."""
-        if value is False:  # YAML 1.1 reads a bare `off` as false
-            return "off"
-        if value is True:
-            raise ValueError("bad value")
-        if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
-            return value.strip().lower()
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return _positive_size(value)
-        if 0 < number <= 1:
-            return number
-        raise ValueError("a bare number must be a fraction in (0, 1]; give sizes a unit")
+        return parse_memory_limit(value)
 
     @field_validator("memory_cap", mode="before")
     @classmethod

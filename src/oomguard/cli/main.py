@@ -48,6 +48,40 @@ def probe(
     raise typer.Exit(probe_command(args or [], as_json=json_output))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    memory_limit: Annotated[
+        str | None, typer.Option("--memory-limit", help="SIGKILL and restart the command above SIZE.")
+    ] = None,
+    max_restarts: Annotated[int, typer.Option("--max-restarts", min=0, help="Restarts at most.")] = 10,
+    resume_args: Annotated[
+        str | None, typer.Option("--resume-args", help="Arguments appended on restarts.")
+    ] = None,
+    run_dir: Annotated[str, typer.Option("--run-dir", help="Where events and memory go.")] = "runs/run",
+) -> None:
+    """Supervise any command: restart it when killed, appending ARGS on restarts (-- CMD ...)."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from oomguard.errors import ConfigError
+    from oomguard.supervise.run import run_command
+    from oomguard.units import parse_size
+
+    command = list(ctx.args)
+    if not command:
+        raise ConfigError("no command given; usage: oomguard run [OPTIONS] -- CMD ...")
+    try:
+        limit = parse_size(memory_limit) if memory_limit is not None else None
+    except ValueError:
+        raise ConfigError(
+            f"bad value for '--memory-limit': expected a size like 2GB or 1500MB, got {memory_limit!r}"
+        ) from None
+    raise typer.Exit(run_command(command, Path(run_dir), limit, max_restarts, resume_args,
+                                 Console(highlight=False, markup=False)))
+
+
 @app.command()
 def report(
     run_dir: Annotated[str, typer.Argument(help="A run directory, like runs/exp.")],

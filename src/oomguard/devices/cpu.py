@@ -29,6 +29,11 @@ def release_host_memory() -> None:
     large step unless asked to trim; ``malloc_trim(0)`` is that ask.
     """
     gc.collect()
+    trim_host_heap()
+
+
+def trim_host_heap() -> None:
+    """``malloc_trim(0)``: freed heap pages back to the OS, no garbage collection."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
@@ -50,3 +55,6 @@ class CPUDevice(Device):
 
     def empty_cache(self) -> None:
         release_host_memory()
+
+    def release_cache(self) -> None:
+        trim_host_heap()

@@ -40,6 +40,9 @@ class CUDADevice(Device):
         super().empty_cache()
         torch.cuda.empty_cache()
 
+    def release_cache(self) -> None:
+        torch.cuda.empty_cache()
+
     def set_hard_limit(self, limit_bytes: int) -> bool:
         fraction = min(1.0, max(0.0, limit_bytes / self.total_memory()))
         torch.cuda.set_per_process_memory_fraction(fraction, self.index)

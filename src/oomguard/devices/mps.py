@@ -33,6 +33,9 @@ class MPSDevice(Device):
         super().empty_cache()
         torch.mps.empty_cache()
 
+    def release_cache(self) -> None:
+        torch.mps.empty_cache()
+
     def set_hard_limit(self, limit_bytes: int) -> bool:
         fraction = min(2.0, max(0.0, limit_bytes / self.total_memory()))
         torch.mps.set_per_process_memory_fraction(fraction)

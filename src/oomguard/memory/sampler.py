@@ -9,6 +9,7 @@ memory cap) are called with each sample.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import threading
@@ -16,10 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from oomguard.devices.base import Device
 from oomguard.memory import host
+
+if TYPE_CHECKING:  # only for annotations: the supervisor samples without a device and must not import torch
+    from oomguard.devices.base import Device
 
 COLUMNS = ("time", "process_rss", "children_rss", "system_available", "device_allocated",
            "device_reserved", "step", "rank")
@@ -54,8 +57,11 @@ class MemorySampler:
         interval: float = 0.05,
         rank: int = 0,
         flush_every: float = 1.0,
+        pid: int | None = None,
     ) -> None:
         self.device = device
+        #: The process whose tree is sampled: this one when None; the supervisor points it at its child.
+        self.pid = pid
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.interval = interval
         self.rank = rank
@@ -76,11 +82,11 @@ class MemorySampler:
     def sample(self) -> Sample:
         """Take one sample now (also what the thread does each tick)."""
         device = self.device
-        own = host.process_rss()
+        own = host.process_rss(self.pid)
         sample = Sample(
             time=time.time(),
             process_rss=own,
-            children_rss=host.children_rss(),
+            children_rss=host.children_rss(self.pid),
             system_available=host.available_memory(),
             device_allocated=device.allocated() if device is not None else 0,
             device_reserved=device.reserved() if device is not None else 0,
@@ -119,7 +125,8 @@ class MemorySampler:
             self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in stop()
             if new:
                 csv.writer(self._file).writerow(COLUMNS)
-        self.sample()
+        with contextlib.suppress(Exception):  # a supervised process already gone: the thread carries on
+            self.sample()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="oomguard-sampler", daemon=True)
         self._thread.start()

@@ -1,0 +1,1 @@
+"""The ``oomguard`` command: one module per subcommand, wired in main.py."""

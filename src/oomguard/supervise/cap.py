@@ -1,0 +1,183 @@
+"""The memory cap: rehearse a smaller machine by killing the child over ``SIZE``, as its OS would.
+
+Where the cgroup v1 memory controller is writable (Linux, as root), every
+attempt runs in a fresh child cgroup of our own with
+``memory.limit_in_bytes=SIZE`` (and the same memory+swap limit, swappiness 0),
+so the kernel's own OOM killer delivers the SIGKILL: exactly what users see,
+at exactly the point the kernel would act, page cache and all. The cgroup's
+``oom_kill`` counter then says that the death was the cap's doing.
+
+Elsewhere the supervisor polls the RSS of the child's process tree every
+sample (~50 ms) and SIGKILLs the tree when it goes over ``SIZE``. A spike that
+rises and falls between two samples escapes this cap; the cgroup does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+_V1_ROOT = Path("/sys/fs/cgroup/memory")
+_V2_ROOT = Path("/sys/fs/cgroup")
+_EMPTY_WAIT = 5.0  # seconds to wait for the processes left in a cgroup to die before removing it
+
+
+def _own_cgroups() -> tuple[Path | None, Path | None]:
+    """This process's cgroup v1 memory directory and cgroup v2 directory, where they exist."""
+    v1 = v2 = None
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _hierarchy, controllers, relative = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            directory = _V1_ROOT / relative.lstrip("/")
+            v1 = directory if (directory / "memory.limit_in_bytes").exists() else None
+        elif controllers == "":
+            directory = _V2_ROOT / relative.lstrip("/")
+            v2 = directory if (directory / "memory.events").exists() else None
+    return v1, v2
+
+
+def _write(path: Path, value: int | str) -> bool:
+    try:
+        path.write_text(str(value))
+    except OSError:
+        return False
+    return True
+
+
+def _oom_kills(file: Path) -> int:
+    """The ``oom_kill`` count in a cgroup's ``memory.oom_control`` (v1) or ``memory.events`` (v2)."""
+    try:
+        for line in file.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def own_oom_kills() -> int:
+    """Processes of our own cgroup (the child's, when it has no cap) that the kernel OOM-killed.
+
+    Counting in our cgroup, not the whole machine's ``/proc/vmstat``, keeps
+    other programs' OOM kills from being blamed on the child. 0 where unknown.
+    """
+    v1, v2 = _own_cgroups()
+    if v1 is not None:
+        return _oom_kills(v1 / "memory.oom_control")
+    if v2 is not None:
+        return _oom_kills(v2 / "memory.events")
+    return 0
+
+
+class CgroupCap:
+    """A fresh v1 memory cgroup per attempt, limited to ``limit`` bytes."""
+
+    kind = "cgroup"
+
+    def __init__(self, limit: int, parent: Path) -> None:
+        self.limit = limit
+        self.parent = parent
+        self.directory: Path | None = None
+
+    @classmethod
+    def available(cls) -> Path | None:
+        """The parent cgroup to create ours in, when the v1 memory controller is writable."""
+        parent, _v2 = _own_cgroups()
+        if parent is None or not os.access(parent, os.W_OK):
+            return None
+        return parent
+
+    def prepare(self, attempt: int) -> Path:
+        """Create this attempt's cgroup; return its ``cgroup.procs``, which the child joins."""
+        directory = self.parent / f"oomguard-{os.getpid()}-{attempt}"
+        directory.mkdir(exist_ok=True)
+        if not _write(directory / "memory.limit_in_bytes", self.limit):
+            self._remove(directory)
+            raise OSError(f"cannot set memory.limit_in_bytes in {directory}")
+        # Memory+swap gets the same limit (set after the memory limit, which it may not undercut),
+        # and no swapping: a machine of this size without swap is what is being rehearsed.
+        _write(directory / "memory.memsw.limit_in_bytes", self.limit)
+        _write(directory / "memory.swappiness", 0)
+        self.directory = directory
+        return directory / "cgroup.procs"
+
+    def hit(self) -> bool:
+        """Whether the kernel OOM-killed a process in this attempt's cgroup."""
+        return self.directory is not None and _oom_kills(self.directory / "memory.oom_control") > 0
+
+    def release(self) -> None:
+        """Kill what is left in the cgroup (orphaned workers) and remove it."""
+        if self.directory is not None:
+            self._remove(self.directory)
+            self.directory = None
+
+    @staticmethod
+    def _remove(directory: Path) -> None:
+        deadline = time.monotonic() + _EMPTY_WAIT
+        while True:
+            try:
+                pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+            except OSError:
+                pids = []
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)  # polling the kernel's list until the killed processes are gone
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+class PollCap:
+    """Kill the child's tree when its sampled RSS goes over ``limit`` bytes."""
+
+    kind = "poll"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._hit = False
+
+    def prepare(self, attempt: int) -> None:
+        self._hit = False
+        return None
+
+    def over(self, tree_rss: int) -> bool:
+        """Whether a sample of ``tree_rss`` bytes calls for the kill; remembers that it did."""
+        if tree_rss > self.limit:
+            self._hit = True
+        return self._hit
+
+    def hit(self) -> bool:
+        return self._hit
+
+    def release(self) -> None:
+        pass
+
+
+def make_cap(limit: int | None, use_cgroup: bool | None = None) -> CgroupCap | PollCap | None:
+    """The cap for ``limit`` bytes: a cgroup where possible (``use_cgroup=None``), else polling.
+
+    ``use_cgroup=True`` insists on the cgroup and raises OSError where it cannot be had;
+    ``False`` always polls (the tests use both).
+    """
+    if limit is None:
+        return None
+    if use_cgroup is False:
+        return PollCap(limit)
+    parent = CgroupCap.available()
+    if parent is None:
+        if use_cgroup:
+            raise OSError("the cgroup v1 memory controller is not writable here (/sys/fs/cgroup/memory)")
+        return PollCap(limit)
+    return CgroupCap(limit, parent)

@@ -1,0 +1,113 @@
+"""The restart ladder: after each death for memory, the next safer plan, one rung at a time.
+
+Rungs, in order (a rung that would change nothing is skipped):
+
+1. ``microbatch``: half the training microbatch. The effective batch
+   (``batch``) is unchanged, so the optimizer sees the same updates.
+2. ``eval``: half the eval microbatch (``val_batch``) and validate half as
+   often (``val_every`` doubled).
+3. ``loader``: ``workers=0`` and ``cache=false`` (no worker processes, no
+   images held in RAM).
+4. ``release``: release cached memory twice as often (``release_every``
+   halved; only where the configuration has that key).
+5. ``imgsz``: images 3/4 the size, a multiple of 32 — only with
+   ``allow_degrade=true``, as it changes what the model learns.
+6. ``device``: train on the CPU instead of CUDA or MPS (slower, same model).
+
+Overrides accumulate: a restart passes every override of the rungs taken so
+far, so each attempt is the previous plan made one step safer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+RELEASE_KEY = "release_every"
+
+
+@dataclass(frozen=True)
+class PlanState:
+    """What the child ran with in its last attempt (None where it did not say)."""
+
+    microbatch: int | None = None
+    eval_microbatch: int | None = None
+    val_every: int = 1
+    workers: int = 0
+    cache: bool = False
+    imgsz: int | None = None
+    device: str = "cpu"  # the device it actually used: cpu, cuda:N, mps
+    release_every: int | None = None  # None: not a key of this configuration
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step down: its position, name, what it does in words, and the config overrides."""
+
+    index: int
+    name: str
+    description: str
+    overrides: dict[str, Any]
+
+
+def _half(value: int | None) -> int | None:
+    return max(1, value // 2) if value is not None and value > 1 else None
+
+
+def _microbatch(state: PlanState) -> dict[str, Any] | None:
+    smaller = _half(state.microbatch)
+    return {"microbatch": smaller} if smaller else None
+
+
+def _eval(state: PlanState) -> dict[str, Any] | None:
+    overrides: dict[str, Any] = {"val_every": state.val_every * 2}
+    smaller = _half(state.eval_microbatch)
+    if smaller:
+        overrides["val_batch"] = smaller
+    return overrides
+
+
+def _loader(state: PlanState) -> dict[str, Any] | None:
+    return {"workers": 0, "cache": False} if state.workers > 0 or state.cache else None
+
+
+def _release(state: PlanState) -> dict[str, Any] | None:
+    # Never released on a schedule so far: start at every 100 steps, then twice as often each time.
+    smaller = _half(state.release_every) if state.release_every else 100
+    return {RELEASE_KEY: smaller} if smaller else None
+
+
+def _imgsz(state: PlanState) -> dict[str, Any] | None:
+    if state.imgsz is None or state.imgsz <= 32:
+        return None
+    smaller = state.imgsz * 3 // 4
+    smaller = max(32, smaller - smaller % 32) if smaller >= 64 else max(8, smaller - smaller % 8)
+    return {"imgsz": smaller} if smaller < state.imgsz else None
+
+
+def _device(state: PlanState) -> dict[str, Any] | None:
+    return None if state.device == "cpu" else {"device": "cpu"}
+
+
+# (name, description, change, needs allow_degrade)
+RUNGS: tuple[tuple[str, str, Callable[[PlanState], dict[str, Any] | None], bool], ...] = (
+    ("microbatch", "smaller training microbatch (same effective batch)", _microbatch, False),
+    ("eval", "smaller eval microbatch, validation less often", _eval, False),
+    ("loader", "no loader workers, no RAM cache", _loader, False),
+    ("release", "release cached memory more often", _release, False),
+    ("imgsz", "smaller images (allow_degrade)", _imgsz, True),
+    ("device", "train on the CPU", _device, False),
+)
+
+
+def next_rung(state: PlanState, after: int, allow_degrade: bool) -> Rung | None:
+    """The first rung below rung ``after`` (-1: none taken yet) that changes something, or None."""
+    for index in range(after + 1, len(RUNGS)):
+        name, description, change, degrades = RUNGS[index]
+        if degrades and not allow_degrade:
+            continue
+        overrides = change(state)
+        if overrides:
+            return Rung(index, name, description, overrides)
+    return None

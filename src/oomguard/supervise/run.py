@@ -1,0 +1,100 @@
+"""``oomguard run``: the same supervision for any command.
+
+    oomguard run [--memory-limit SIZE] [--max-restarts N] [--resume-args "ARGS"] [--run-dir DIR] -- CMD ...
+
+- The command runs as a child; its output passes through live.
+- ``--memory-limit SIZE`` is a cap, as if the machine had SIZE of memory: when
+  the command's memory, children included, goes over SIZE it is SIGKILLed (by
+  the kernel's OOM killer in a cgroup of its own where the cgroup v1 memory
+  controller is writable; else by oomguard, which polls the tree's RSS every
+  50 ms), which counts as a memory kill, and it is restarted. Without it, a
+  SIGKILL counts as a memory kill only when the system was nearly out of
+  memory (or the kernel's OOM killer acted).
+- Restarts follow a preset (see :mod:`oomguard.supervise.presets`: Ultralytics
+  YOLO, Hugging Face Trainer) or append ``--resume-args`` (split like a shell)
+  to the original command. ``--resume-args`` wins over a preset.
+- ``DIR`` (default ``runs/run``) receives ``events.jsonl`` (start, kill,
+  restart, finish or stop) and ``memory.csv`` (the command's process tree:
+  ``process_rss`` is the command, ``children_rss`` its descendants), so
+  ``oomguard report DIR`` works. A DIR that exists is reused: both files are
+  appended to, so one directory can hold the history of several runs of a
+  command (unlike ``oomguard train``, which refuses an existing run directory).
+- Exit status: 0 once the command succeeds; 130 on Ctrl-C (the command gets
+  the SIGINT and is waited for); when oomguard gives up (a bug that failed
+  twice, the same failure three times in a row, max restarts) the command's
+  own status (128 + N for a signal, 137 for a kill), after a one-line summary;
+  127 when the command cannot be started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from oomguard.rundir import RunDir
+from oomguard.supervise.attribution import Cause
+from oomguard.supervise.log import Console, SupervisorLog
+from oomguard.supervise.presets import Preset, preset_for
+from oomguard.supervise.supervisor import Inspection, Restart, Supervisor
+
+DEFAULT_RUN_DIR = Path("runs/run")
+
+
+class CommandStrategy:
+    """Restart a command per its preset; the supervisor writes every event itself."""
+
+    oomguard_child = False
+
+    def __init__(self, command: list[str], preset: Preset, log: SupervisorLog, cap: int | None) -> None:
+        self.command = command
+        self.preset = preset
+        self.log = log
+        self.cap = cap
+
+    def first_argv(self) -> list[str]:
+        return list(self.command)
+
+    def started(self, attempt: int, pid: int, argv: list[str]) -> None:
+        self.log.emit("start", pid=pid, attempt=attempt, resume=attempt > 1, device=None, budget=self.cap,
+                      config={"command": argv, "memory_limit": self.cap, "preset": self.preset.name})
+
+    def finished(self, attempts: int, seconds: float) -> None:
+        self.log.emit("finish", attempts=attempts, seconds=round(seconds, 3))
+
+    def inspect(self) -> Inspection:
+        return Inspection()
+
+    def restart(self, cause: Cause, previous: list[str]) -> Restart:
+        argv = self.preset.restart_argv(previous, cause.memory)
+        same = next((i for i, (a, b) in enumerate(zip(argv, self.command, strict=False)) if a != b),
+                    min(len(argv), len(self.command)))
+        added = argv[same:]  # what differs from the original command, from the first change on
+        text = f"{self.preset.name} preset, {' '.join(added) or 'the same command'}"
+        return Restart(argv, text, {"argv": argv, "overrides": added, "preset": self.preset.name})
+
+
+def run_command(
+    command: Sequence[str],
+    run_dir: Path = DEFAULT_RUN_DIR,
+    memory_limit: int | None = None,
+    max_restarts: int = 10,
+    resume_args: str | None = None,
+    console: Console | None = None,
+    *,
+    use_cgroup: bool | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Supervise ``command`` (``oomguard run``); the exit status for the CLI.
+
+    ``memory_limit`` is bytes (the CLI parses ``SIZE`` with ``units.parse_size``);
+    ``resume_args`` the raw ``--resume-args`` string. Raises ``CommandNotFound``
+    (an ``OomguardError``, exit code 127) when the command cannot be started.
+    """
+    command = list(command)
+    directory = RunDir(Path(run_dir))
+    directory.root.mkdir(parents=True, exist_ok=True)
+    log = SupervisorLog(directory.events)
+    strategy = CommandStrategy(command, preset_for(command, resume_args, cwd), log, memory_limit)
+    supervisor = Supervisor(strategy, log, max_restarts=max_restarts, cap=memory_limit, use_cgroup=use_cgroup,
+                            timeline=directory.memory, console=console)
+    return supervisor.run()

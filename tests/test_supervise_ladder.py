@@ -1,0 +1,82 @@
+"""The restart ladder and how the supervisor reads the child's plan from its run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oomguard.events import EventLog, read_events
+from oomguard.rundir import RunDir
+from oomguard.supervise.history import child_report, last_step
+from oomguard.supervise.ladder import PlanState, next_rung
+
+FULL = PlanState(microbatch=32, eval_microbatch=64, val_every=1, workers=4, cache=True, imgsz=224,
+                 device="mps", release_every=10)
+
+
+def _walk(state: PlanState, allow_degrade: bool) -> list[tuple[str, dict[str, object]]]:
+    """Every rung taken from the top, as (name, overrides)."""
+    taken, after = [], -1
+    while (rung := next_rung(state, after, allow_degrade)) is not None:
+        taken.append((rung.name, rung.overrides))
+        after = rung.index
+    return taken
+
+
+def test_every_rung_in_order_with_allow_degrade() -> None:
+    assert _walk(FULL, allow_degrade=True) == [
+        ("microbatch", {"microbatch": 16}),
+        ("eval", {"val_every": 2, "val_batch": 32}),
+        ("loader", {"workers": 0, "cache": False}),
+        ("release", {"release_every": 5}),
+        ("imgsz", {"imgsz": 160}),
+        ("device", {"device": "cpu"}),
+    ]
+
+
+def test_imgsz_only_with_allow_degrade() -> None:
+    names = [name for name, _ in _walk(FULL, allow_degrade=False)]
+    assert names == ["microbatch", "eval", "loader", "release", "device"]
+
+
+def test_rungs_that_change_nothing_are_skipped_and_the_ladder_ends() -> None:
+    lean = PlanState(microbatch=1, eval_microbatch=None, val_every=3, workers=0, cache=False, imgsz=None,
+                     device="cpu", release_every=None)
+    assert _walk(lean, allow_degrade=True) == [("eval", {"val_every": 6})]
+    assert next_rung(lean, 1, allow_degrade=True) is None
+
+
+def test_small_imgsz_rounds_to_a_multiple_of_8() -> None:
+    state = PlanState(imgsz=40, device="cpu")
+    rung = next_rung(state, 3, allow_degrade=True)
+    assert rung is not None and rung.overrides == {"imgsz": 24}
+
+
+def test_child_report_reads_only_the_last_attempt(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.jsonl")
+    log.emit("start", attempt=1, device="cuda:0", budget=8_000_000_000,
+             config={"microbatch": "auto", "workers": 4, "val_every": 1, "imgsz": 224, "cache": True})
+    log.emit("plan", microbatch=64, eval_microbatch=128)
+    log.emit("start", attempt=2, device="cuda:0", budget=7_000_000_000,
+             config={"microbatch": 32, "workers": 4, "val_every": 1, "imgsz": 224, "cache": True})
+    log.emit("plan", microbatch=32, eval_microbatch=128)
+    log.emit("shrink", phase="train", **{"from": 32, "to": 24})
+    log.emit("shrink", phase="eval", **{"from": 128, "to": 96})
+    report = child_report(read_events(log.path), {}, {})
+    assert report.budget == 7_000_000_000
+    assert report.state == PlanState(microbatch=24, eval_microbatch=96, val_every=1, workers=4, cache=True,
+                                     imgsz=224, device="cuda:0", release_every=None)
+
+
+def test_child_report_without_a_start_uses_config_and_overrides() -> None:
+    report = child_report([], {"microbatch": 8, "workers": 2, "device": "auto"}, {"workers": 0})
+    assert (report.state.microbatch, report.state.workers, report.state.device) == (8, 0, "auto")
+    assert report.budget is None
+
+
+def test_last_step_from_memory_timeline_and_events(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    assert last_step(run) is None
+    EventLog(run.events).emit("checkpoint", step=120)
+    run.memory.write_text("time,process_rss,children_rss,system_available,device_allocated,device_reserved,"
+                          "step,rank\n1.0,1,0,1,0,0,130,0\n2.0,1,0,1,0,0,135,0\n3.0,1,0")  # a torn last line
+    assert last_step(run) == 135

@@ -1,0 +1,143 @@
+"""``oomguard train`` supervision with a stand-in child that speaks the run-directory contract.
+
+The stand-in writes ``config.yaml`` and the ``start``/``plan``/``checkpoint``
+events the real loop writes, records the arguments it was given, then does
+what its script says for this attempt: grow past the memory cap, SIGKILL
+itself, fail with a usage error, or finish.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from oomguard.events import read_events
+from oomguard.supervise import child_argv, supervise_train
+
+MB = 1000**2
+CAP = 200 * MB
+
+CHILD = """
+import json, os, signal, sys, time
+from pathlib import Path
+import yaml
+from oomguard.events import EventLog
+
+run_dir, spec, args = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+attempt = int(os.environ["OOMGUARD_ATTEMPT"])
+action = spec["actions"][attempt - 1]
+with open(run_dir.parent / "argv.jsonl", "a") as record:
+    record.write(json.dumps(args) + "\\n")
+if action != "early-kill":
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(spec["config"]))
+    overrides = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args if "=" in a)}
+    config = {**spec["config"], **overrides}
+    log = EventLog(run_dir / "events.jsonl")
+    log.emit("start", attempt=attempt, device=spec["device"], budget=10**9, config=config)
+    planned = [config[key] if isinstance(config[key], int) else auto for key, auto in
+               (("microbatch", 32), ("val_batch", 64))]
+    log.emit("plan", microbatch=planned[0], eval_microbatch=planned[1])
+    log.emit("checkpoint", step=spec.get("step") or 10 * attempt)
+if action == "grow":
+    blocks = [bytearray(10_000_000) for _ in range(40)]
+    time.sleep(10)  # the cap kills it before or here
+    sys.exit(3)
+if action in ("kill", "early-kill"):
+    os.kill(os.getpid(), signal.SIGKILL)
+if action == "usage":
+    print("oomguard: error: epochs: expected a positive integer, got -1", file=sys.stderr)
+    sys.exit(2)
+"""
+
+CONFIG = {"microbatch": "auto", "val_batch": "auto", "workers": 2, "val_every": 1, "cache": False,
+          "imgsz": 64, "device": "auto"}
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def print(self, *objects: Any) -> None:
+        self.lines.append(" ".join(str(o) for o in objects))
+
+
+def _supervise(tmp_path: Path, actions: list[str], memory_cap: int | None = CAP, step: int | None = 7,
+               config: dict[str, Any] | None = None, device: str = "cpu", max_restarts: int = 5) -> int:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    spec = json.dumps({"actions": actions, "step": step, "config": config or CONFIG, "device": device})
+    argv = [sys.executable, str(script), str(tmp_path / "run"), spec, "--no-supervise"]
+    return supervise_train(argv, tmp_path / "run", max_restarts=max_restarts, memory_cap=memory_cap,
+                           allow_degrade=False, console=Lines())
+
+
+def _argvs(tmp_path: Path) -> list[list[str]]:
+    return [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
+
+
+def _events(tmp_path: Path, kind: str) -> list[dict[str, Any]]:
+    return [e for e in read_events(tmp_path / "run" / "events.jsonl") if e["event"] == kind]
+
+
+def test_child_argv_runs_oomguard_train_unsupervised() -> None:
+    assert child_argv(["cfg.yaml", "epochs=2"]) == [sys.executable, "-m", "oomguard", "train", "cfg.yaml",
+                                                    "epochs=2", "--no-supervise"]
+
+
+def test_memory_kills_resume_one_rung_down_each_time(tmp_path: Path) -> None:
+    assert _supervise(tmp_path, ["grow", "grow", "ok"]) == 0
+    assert _argvs(tmp_path) == [
+        ["--no-supervise"],
+        ["--no-supervise", "--resume", "microbatch=16"],
+        ["--no-supervise", "--resume", "microbatch=16", "val_every=2", "val_batch=32"],
+    ]
+    assert [k["cause"] for k in _events(tmp_path, "kill")] == ["memory_kill", "memory_kill"]
+    restarts = _events(tmp_path, "restart")
+    assert [(r["rung"], r["overrides"]) for r in restarts] == [
+        ("microbatch", {"microbatch": 16}),
+        ("eval", {"microbatch": 16, "val_every": 2, "val_batch": 32}),
+    ]
+    assert restarts[0]["plan"]["microbatch"] == 16
+
+
+def test_an_unexplained_kill_resumes_with_the_same_plan(tmp_path: Path) -> None:
+    assert _supervise(tmp_path, ["kill", "ok"], memory_cap=None) == 0
+    assert _argvs(tmp_path) == [["--no-supervise"], ["--no-supervise", "--resume"]]
+    [kill] = _events(tmp_path, "kill")
+    assert (kill["cause"], kill["step"]) == ("unexplained_kill", 7)
+    assert _events(tmp_path, "restart")[0]["overrides"] == {}
+
+
+def test_the_same_memory_kill_at_the_same_step_three_times_stops(tmp_path: Path) -> None:
+    assert _supervise(tmp_path, ["grow", "grow", "grow", "ok"]) == 137
+    assert len(_argvs(tmp_path)) == 3
+    [stop] = _events(tmp_path, "stop")
+    assert stop["cause"] == "memory_kill"
+    assert "at step 7 3 times" in stop["reason"]
+
+
+def test_stops_when_no_safer_plan_is_left(tmp_path: Path) -> None:
+    lean = {**CONFIG, "microbatch": 1, "val_batch": 1, "workers": 0, "imgsz": None}
+    assert _supervise(tmp_path, ["grow", "grow", "ok"], step=None, config=lean) == 137
+    assert _argvs(tmp_path)[1] == ["--no-supervise", "--resume", "val_every=2"]
+    [stop] = _events(tmp_path, "stop")
+    assert stop["reason"].endswith("and no safer plan is left")
+
+
+def test_a_usage_error_is_not_retried(tmp_path: Path) -> None:
+    assert _supervise(tmp_path, ["usage", "ok"], memory_cap=None) == 2
+    assert len(_argvs(tmp_path)) == 1
+    [stop] = _events(tmp_path, "stop")
+    assert stop["cause"] == "error"
+    assert stop["error"] == "oomguard: error: epochs: expected a positive integer, got -1"
+
+
+def test_a_kill_before_the_run_directory_exists_restarts_without_resume(tmp_path: Path) -> None:
+    assert _supervise(tmp_path, ["early-kill", "ok"], memory_cap=None) == 0
+    assert _argvs(tmp_path) == [["--no-supervise"], ["--no-supervise"]]
+    # held back until the child had made the run directory, then written
+    assert [k["cause"] for k in _events(tmp_path, "kill")] == ["unexplained_kill"]
+    assert [r["attempt"] for r in _events(tmp_path, "restart")] == [2]
