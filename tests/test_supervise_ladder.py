@@ -40,7 +40,7 @@ def test_imgsz_only_with_allow_degrade() -> None:
 
 def test_rungs_that_change_nothing_are_skipped_and_the_ladder_ends() -> None:
     lean = PlanState(microbatch=1, eval_microbatch=None, val_every=3, workers=0, cache=False, imgsz=None,
-                     device="cpu", release_every=None)
+                     device="cpu", release_every=1)
     assert _walk(lean, allow_degrade=True) == [("eval", {"val_every": 6})]
     assert next_rung(lean, 1, allow_degrade=True) is None
 

@@ -120,7 +120,7 @@ def test_the_same_memory_kill_at_the_same_step_three_times_stops(tmp_path: Path)
 
 
 def test_stops_when_no_safer_plan_is_left(tmp_path: Path) -> None:
-    lean = {**CONFIG, "microbatch": 1, "val_batch": 1, "workers": 0, "imgsz": None}
+    lean = {**CONFIG, "microbatch": 1, "val_batch": 1, "workers": 0, "imgsz": None, "release_every": 1}
     assert _supervise(tmp_path, ["grow", "grow", "ok"], step=None, config=lean) == 137
     assert _argvs(tmp_path)[1] == ["--no-supervise", "--resume", "val_every=2"]
     [stop] = _events(tmp_path, "stop")

@@ -38,7 +38,7 @@ class PlanState:
     cache: bool = False
     imgsz: int | None = None
     device: str = "cpu"  # the device it actually used: cpu, cuda:N, mps
-    release_every: int | None = None  # None: not a key of this configuration
+    release_every: int | None = None  # None: never released on a schedule yet
 
 
 @dataclass(frozen=True)
