@@ -45,6 +45,30 @@ def parse_size(text: str | int | float) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+def parse_memory_limit(value: str | int | float | bool) -> str | float | int:
+    """``auto``/``off`` stay words, a fraction in (0, 1] becomes a float, a size like ``2GB`` int bytes.
+
+    A bare number above 1 is refused: without a unit it is too easy to mean
+    gigabytes and get bytes. (YAML 1.1 reads a bare ``off`` as false.)
+    """
+    if value is False:
+        return "off"
+    if value is True:
+        raise ValueError("expected auto, off, a size like 2GB or a fraction like 0.8, got true")
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        size = parse_size(value)
+        if size <= 0:
+            raise ValueError("must be positive") from None
+        return size
+    if 0 < number <= 1:
+        return number
+    raise ValueError("a bare number must be a fraction in (0, 1]; give sizes a unit")
+
+
 def parse_duration(text: str | int | float) -> float:
     """Return seconds for ``'30s'``, ``'10m'``, ``'2h'`` or a plain number of seconds."""
     if isinstance(text, bool):

@@ -1,0 +1,1 @@
+"""The training loop: a small function, one State object, callbacks per event."""

@@ -1,0 +1,100 @@
+"""Checkpoints from the loop: at every epoch end, every ``checkpoint_every`` seconds, and on a stop.
+
+A checkpoint is taken at a step boundary: a fast in-memory snapshot on the
+training thread, then written by a background thread. It holds everything a
+resumed run needs to continue as if it had never stopped: weights, optimizer,
+the position inside the epoch (``epoch_step`` counts samples here), data
+order, RNG states and the memory plan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, capture_state, restore_state
+from oomguard.loop.callbacks import Callback
+from oomguard.loop.state import State
+
+
+def capture(state: State, *, epoch_done: bool = False) -> dict[str, Any]:
+    """Live references to everything needed to resume; at an epoch end, the next epoch's start."""
+    epoch, position = (state.epoch + 1, 0) if epoch_done else (state.epoch, state.position)
+    elapsed = state.epoch_seconds_before + time.monotonic() - state.epoch_started
+    loop = {
+        "lr": state.lr,
+        "metrics": dict(state.metrics),
+        "loss_sum": 0.0 if epoch_done else state.loss_sum,
+        "loss_samples": 0 if epoch_done else state.loss_samples,
+        "epoch_seconds": 0.0 if epoch_done else elapsed,
+        "epoch_peak": 0 if epoch_done else state.epoch_peak,
+    }
+    return capture_state(
+        model=state.model, optimizer=state.optimizer, epoch=epoch, step=state.step, epoch_step=position,
+        scaler=state.scaler, sampler=state.sampler.state_dict(), plan=state.guard.state_dict(),
+        best_metric=state.best, config=state.config, device=state.device, extra=loop,
+    )
+
+
+def restore(state: State, checkpoint: dict[str, Any]) -> None:
+    """Load a checkpoint from :func:`capture` into a freshly built ``state``."""
+    point = restore_state(checkpoint, model=state.model, optimizer=state.optimizer, scaler=state.scaler,
+                          device=state.device)
+    state.epoch, state.step, state.position = point.epoch, point.step, point.epoch_step
+    if point.sampler is not None:
+        state.sampler.load_state_dict(point.sampler)
+    state.guard.load_state_dict(point.plan)
+    state.best = point.best_metric
+    loop = point.extra
+    state.lr = float(loop.get("lr", 0.0))
+    state.metrics = dict(loop.get("metrics") or {})
+    state.loss_sum = float(loop.get("loss_sum", 0.0))
+    state.loss_samples = int(loop.get("loss_samples", 0))
+    state.epoch_seconds_before = float(loop.get("epoch_seconds", 0.0))
+    state.epoch_peak = int(loop.get("epoch_peak", 0))
+
+
+class Checkpointing(Callback):
+    """Saves at epoch ends, on a timer and when the loop stops early; restores on resume."""
+
+    def __init__(self, state: State, console: Callable[[str], None] | None = None) -> None:
+        self._state = state
+        self.store = CheckpointStore(state.run.weights, keep=state.config.keep, events=state.events,
+                                     console=console)
+        self.writer = AsyncCheckpointer(self.store, every=state.config.checkpoint_every)
+        self._best_this_epoch = False
+
+    def restore_latest(self) -> Path | None:
+        """Load the newest good checkpoint into the state; None when there is none yet."""
+        found = self.store.load_latest()
+        if found is None:
+            return None
+        checkpoint, path = found
+        restore(self._state, checkpoint)
+        return path
+
+    def _save(self, state: State, *, epoch_done: bool, best: bool = False) -> None:
+        self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)
+
+    def on_step_end(self, state: State) -> None:
+        if self.writer.due():
+            self._save(state, epoch_done=False)
+        if self.writer.should_stop:
+            state.request_stop(self.writer.stop_reason or "checkpoints cannot be written")
+
+    def on_validation_end(self, state: State) -> None:
+        value = state.metrics.get(state.task.primary_metric)
+        self._best_this_epoch = value is not None and (state.best is None or value > state.best)
+        if self._best_this_epoch:
+            state.best = value
+
+    def on_epoch_end(self, state: State) -> None:
+        self._save(state, epoch_done=True, best=self._best_this_epoch)
+        self._best_this_epoch = False
+
+    def on_end(self, state: State) -> None:
+        if state.stop_reason is not None:
+            self._save(state, epoch_done=False)
+        self.writer.close()

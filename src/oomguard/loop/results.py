@@ -1,0 +1,74 @@
+"""``results.csv``: one row per finished epoch, kept consistent across kills and resumes."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+from oomguard.loop.callbacks import Callback
+from oomguard.loop.state import State
+
+LEADING = ("epoch", "train_loss")
+TRAILING = ("lr", "microbatch", "eval_microbatch", "peak_memory_mb", "seconds")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as file:
+        return [row for row in csv.DictReader(file) if row.get("epoch")]
+
+
+def _write_atomically(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+class ResultsWriter(Callback):
+    """Appends a row at each epoch end; on resume drops rows past the checkpoint's epoch."""
+
+    def __init__(self, metric_names: list[str]) -> None:
+        self.columns = [*LEADING, *metric_names, *TRAILING]
+
+    def on_start(self, state: State) -> None:
+        path = state.run.results
+        rows = read_rows(path)
+        kept = [row for row in rows if int(row["epoch"]) <= state.epoch]
+        if kept != rows or (rows and list(rows[0]) != self.columns):
+            _write_atomically(path, self.columns, kept)  # type: ignore[arg-type]
+
+    def on_epoch_end(self, state: State) -> None:
+        seconds = state.epoch_seconds_before + time.monotonic() - state.epoch_started
+        row: dict[str, object] = {
+            "epoch": state.epoch + 1,
+            "train_loss": state.train_loss,
+            **state.metrics,
+            "lr": state.lr,
+            "microbatch": state.guard.microbatch,
+            "eval_microbatch": state.guard.eval_microbatch,
+            "peak_memory_mb": round(state.epoch_peak / 1e6, 1),
+            "seconds": round(seconds, 2),
+        }
+        path = state.run.results
+        new = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({key: _cell(value) for key, value in row.items()})
+        state.extra["last_row"] = row

@@ -1,0 +1,72 @@
+"""The one object every part of the loop and every callback sees."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from oomguard.config import Config
+from oomguard.devices import Device
+from oomguard.events import EventLog
+from oomguard.memory.sampler import MemorySampler
+from oomguard.rundir import RunDir
+
+if TYPE_CHECKING:
+    from oomguard.data.sampler import ResumableSampler
+    from oomguard.engine.guard import Guard
+    from oomguard.tasks.base import Task
+
+
+@dataclass
+class State:
+    """Where the run is and everything it trains with.
+
+    ``epoch`` counts from 0 and is the epoch in progress; ``position`` is the
+    number of samples of that epoch already trained on, so a checkpoint taken
+    between two steps resumes at exactly the next sample.
+    """
+
+    config: Config
+    run: RunDir
+    device: Device
+    task: Task
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    guard: Guard
+    sampler: ResumableSampler
+    events: EventLog
+    memory: MemorySampler
+    train_loader: Iterable[Any]
+    val_loader: Iterable[Any]
+    steps_per_epoch: int
+    scaler: torch.amp.GradScaler | None = None
+    epoch: int = 0
+    step: int = 0
+    position: int = 0
+    lr: float = 0.0
+    loss_sum: float = 0.0  # over the epoch in progress, weighted by samples
+    loss_samples: int = 0
+    best: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    epoch_peak: int = 0
+    epoch_started: float = field(default_factory=time.monotonic)
+    epoch_seconds_before: float = 0.0  # time spent on this epoch before a resume
+    stop_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_loss(self) -> float:
+        return self.loss_sum / self.loss_samples if self.loss_samples else float("nan")
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.config.epochs
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop at the next step boundary (after a checkpoint)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason

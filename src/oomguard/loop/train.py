@@ -1,0 +1,102 @@
+"""The training loop, top to bottom.
+
+::
+
+    callbacks.on_start(state)
+    while state.epoch < epochs:
+        sampler starts at (epoch, position)        # mid-epoch after a resume
+        callbacks.on_epoch_start(state)
+        for batch in train_loader:
+            set lr for this step
+            loss = guard.step(batch, task.loss)    # fits the memory budget, never loses the step
+            state.step += 1; state.position += len(batch)
+            callbacks.on_step_end(state)           # progress, timed checkpoints, pressure
+            stop here if a callback or a signal asked to
+        every val_every epochs and at the last: state.metrics = validate(state)
+            callbacks.on_validation_end(state)
+        callbacks.on_epoch_end(state)              # results.csv row, checkpoint, best.pt
+        state.epoch += 1; state.position = 0
+    callbacks.on_end(state)
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from oomguard.engine.split import batch_size
+from oomguard.loop.callbacks import Callback
+from oomguard.loop.schedule import lr_at
+from oomguard.loop.state import State
+
+
+def should_validate(state: State) -> bool:
+    epoch = state.epoch + 1
+    return epoch % state.config.val_every == 0 or epoch == state.config.epochs
+
+
+def validate(state: State) -> dict[str, float]:
+    """Metrics over the validation set; the Guard fits each batch to the eval microbatch."""
+    metrics = state.task.new_metrics()
+    state.model.eval()
+    try:
+        for batch in state.val_loader:
+            outputs = state.guard.evaluate(batch, state.task.predict)
+            metrics.update(outputs, batch)
+    finally:
+        state.model.train()
+    return metrics.compute()
+
+
+def set_lr(state: State) -> None:
+    state.lr = lr_at(state.config, state.step, state.steps_per_epoch)
+    for group in state.optimizer.param_groups:
+        group["lr"] = state.lr
+
+
+def train_epoch(state: State, callbacks: Callback) -> None:
+    """Train from ``state.position`` to the end of ``state.epoch`` or to a stop request."""
+    state.sampler.set_epoch(state.epoch)
+    state.sampler.set_start(state.position)
+    state.model.train()
+    for batch in state.train_loader:
+        set_lr(state)
+        loss = state.guard.step(batch, state.task.loss)
+        size = batch_size(batch)
+        state.loss_sum += float(loss) * size
+        state.loss_samples += size
+        state.step += 1
+        state.position += size
+        state.memory.step = state.step
+        if state.config.release_every and state.step % state.config.release_every == 0:
+            state.device.empty_cache()  # a safer plan chosen after a memory kill
+        callbacks.on_step_end(state)
+        if state.stop_reason is not None:
+            return
+
+
+def fit(state: State, callbacks: Callback) -> State:
+    """Run the loop from wherever ``state`` is until the last epoch or a stop request."""
+    callbacks.on_start(state)
+    try:
+        while not state.finished and state.stop_reason is None:
+            state.epoch_started = time.monotonic()
+            callbacks.on_epoch_start(state)
+            train_epoch(state, callbacks)
+            if state.stop_reason is not None:
+                break
+            if should_validate(state):
+                with torch.no_grad():
+                    state.metrics = validate(state)
+                callbacks.on_validation_end(state)
+            else:
+                state.metrics = {}
+            callbacks.on_epoch_end(state)
+            state.epoch += 1
+            state.position = 0
+            state.loss_sum, state.loss_samples = 0.0, 0
+            state.epoch_peak, state.epoch_seconds_before = 0, 0.0
+    finally:
+        callbacks.on_end(state)
+    return state
