@@ -138,7 +138,6 @@ class Config(BaseModel):
     @field_validator("memory_limit", mode="before")
     @classmethod
     def _memory_limit(cls, value: Any) -> str | float | int:
-        """``auto``/``off`` stay words, a fraction in (0, 1] stays a float, a size becomes int bytes."""
         return parse_memory_limit(value)
 
     @field_validator("memory_cap", mode="before")
