@@ -77,7 +77,7 @@ class Config(BaseModel):
     data: str = "builtin:shapes"
     model: str = "builtin:tiny"
     pretrained: bool | str = False
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(12, ge=1)
     batch: int = Field(64, ge=1)
     microbatch: Literal["auto"] | int = "auto"
     imgsz: int | None = Field(None, ge=8)

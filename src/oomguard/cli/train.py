@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -94,6 +94,20 @@ def train_in_process(config: Config, run: RunDir, resume: bool) -> int:
             return EXIT_INTERRUPTED
         events.emit("finish", epochs=config.epochs, seconds=round(seconds, 2), best=state.best,
                     metrics=state.metrics)
-    printer.print(f"finished in {seconds:.0f}s; best {state.task.primary_metric} "
-                  f"{state.best if state.best is not None else float('nan'):.4f}; results in {run.root}")
+    best = state.best if state.best is not None else float("nan")
+    printer.print(f"finished in {seconds:.0f}s; best {state.task.primary_metric} {best:.4f}; "
+                  f"results in {run.root}")
+    _write_report(run, printer.print)
     return 0
+
+
+def _write_report(run: RunDir, say: Callable[[str], None]) -> None:
+    """The report at the end of a run; a plotting failure must not fail a finished training."""
+    from oomguard.report import write_report
+
+    try:
+        paths = write_report(run.root)
+    except Exception as err:  # the run itself succeeded
+        say(f"report not written ({type(err).__name__}: {err}); try: oomguard report {run.root}")
+        return
+    say(f"report: {paths.html}")

@@ -6,7 +6,7 @@ import math
 
 from oomguard.config import Config
 
-DEFAULT_LR = {"sgd": 0.05, "adamw": 0.002}
+DEFAULT_LR = {"sgd": 0.05, "adamw": 0.003}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 
 
