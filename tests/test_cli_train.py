@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from cli_helpers import make_folder_dataset, make_table_dataset, oomguard
 
 TINY = ["epochs=2", "batch=16", "imgsz=16", "warmup_epochs=0", "workers=0"]
