@@ -26,11 +26,14 @@ def seed_worker(seed: int, worker_id: int) -> None:
 
 
 def _worker_options(workers: int, seed: int) -> dict[str, object]:
+    # A generator of the loader's own: starting an iterator draws a base seed from it, and drawing
+    # from the global one instead would shift every later dropout mask after a mid-epoch resume.
+    generator = torch.Generator().manual_seed(seed)
     if workers <= 0:
-        return {"num_workers": 0}
+        return {"num_workers": 0, "generator": generator}
     # Persistent workers: forked once, not once per epoch (each fork copies the parent's memory).
     return {"num_workers": workers, "persistent_workers": True, "prefetch_factor": 2,
-            "worker_init_fn": partial(seed_worker, seed)}
+            "worker_init_fn": partial(seed_worker, seed), "generator": generator}
 
 
 def make_train_loader(dataset: Dataset, batch: int, sampler: ResumableSampler, workers: int, seed: int,
