@@ -13,8 +13,6 @@ from pathlib import Path
 
 import psutil
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
 _NO_LIMIT = 1 << 60
 
@@ -87,16 +85,38 @@ def swap_used() -> int:
     return int(psutil.swap_memory().used)
 
 
+_own_files: dict[str, tuple[int, int]] = {}  # name -> (pid that opened it, fd)
+
+
+def _own_fd(name: str, flags: int) -> int:
+    """A file of /proc/self kept open: the Guard reads it on every step (an open costs more than the read).
+
+    Reopened in a forked child, whose inherited descriptor would still be its parent's.
+    """
+    pid = os.getpid()
+    cached = _own_files.get(name)
+    if cached is None or cached[0] != pid:
+        _own_files[name] = cached = (pid, os.open(f"/proc/self/{name}", flags))
+    return cached[1]
+
+
+def _status_kib(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``), or None where there is none."""
+    try:
+        text = os.pread(_own_fd("status", os.O_RDONLY), 16384, 0).decode()
+    except OSError:
+        return None
+    at = text.find(field + ":")
+    if at < 0:
+        return None
+    return int(text[at + len(field) + 1:text.index("kB", at)])
+
+
 def process_rss(pid: int | None = None) -> int:
     """Resident set size of one process."""
     if pid is None or pid == os.getpid():
-        try:
-            for line in _STATUS.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return int(psutil.Process().memory_info().rss)
+        kib = _status_kib("VmRSS")
+        return kib * 1024 if kib is not None else int(psutil.Process().memory_info().rss)
     return int(psutil.Process(pid).memory_info().rss)
 
 
@@ -127,7 +147,7 @@ def tree_rss(pid: int | None = None) -> int:
 def peak_is_resettable() -> bool:
     """Whether the kernel lets this process reset its RSS high-water mark."""
     try:
-        _CLEAR_REFS.write_text("5")
+        os.write(_own_fd("clear_refs", os.O_WRONLY), b"5")
     except OSError:
         return False
     return own_peak_rss() is not None
@@ -136,15 +156,10 @@ def peak_is_resettable() -> bool:
 def reset_peak_rss() -> None:
     """Start a new RSS high-water mark (Linux); a no-op elsewhere."""
     if peak_is_resettable():
-        _CLEAR_REFS.write_text("5")
+        os.write(_own_fd("clear_refs", os.O_WRONLY), b"5")
 
 
 def own_peak_rss() -> int | None:
     """This process's RSS high-water mark since the last reset, or None where unknown."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    kib = _status_kib("VmHWM")
+    return kib * 1024 if kib is not None else None

@@ -1,0 +1,189 @@
+"""Training under a CPU memory budget three ways: the seeds' safe recipe, oomguard auto, the oracle.
+
+The budget is set where the requested batch does not fit in one piece. Each
+variant trains the same ResNet-like model on the same samples:
+
+  seed_recipe  microbatch 2 with gradient accumulation, gc.collect() + empty_cache every 5 steps
+  auto         oomguard.Guard(microbatch="auto"): probe included in the time
+  oracle       the fastest fixed microbatch whose peak stayed within the budget in a sweep, no oomguard
+
+Every run is a fresh process (so its ru_maxrss is its own; this parent never imports torch, whose
+high-water mark a child would inherit), and the variants run in alternation, ``--repeats`` times, so
+machine noise hits all alike. Prints one JSON line:
+  {"seed_recipe": {...}, "auto": {...}, "oracle": {...}, "budget_mb": ..., ...}
+each variant with samples_per_s (median), peak_rss_mb (max), microbatch, within_budget, and the
+ratios auto/oracle and auto/seed_recipe.
+
+The probe costs about one step of compute, so runs need a few dozen steps before auto can be
+within 5% of the oracle: the default is 48 steps of 64 (about 6 minutes in all on 2 idle cores).
+
+Usage: python benchmarks/budget.py [--imgsz 64] [--batch 64] [--samples 3072] [--repeats 3]
+                                   [--room-mb N] [--model builtin:resnet] [--threads N]
+Smoke: python benchmarks/budget.py --batch 32 --samples 640 --repeats 2 --sweep 2,4,8,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+MB = 1_000_000
+VARIANTS = ("seed_recipe", "auto", "oracle")
+
+
+# -- child side: one variant in this process --------------------------------------------------------
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    import gc
+    import resource
+    import time
+
+    import torch
+
+    from oomguard.devices import release_host_memory
+    from oomguard.memory import host
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = make_model(args.model, args.imgsz)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(1)
+    pool = 4 * args.batch
+    images = torch.randn(pool, 3, args.imgsz, args.imgsz, generator=generator)
+    labels = torch.randint(0, 10, (pool,), generator=generator)
+    steps = max(1, args.samples // args.batch)
+    batches = [(images[i % pool:i % pool + args.batch], labels[i % pool:i % pool + args.batch])
+               for i in range(0, steps * args.batch, args.batch)]
+
+    def loss_fn(net: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(net(batch[0])["logits"], batch[1])
+
+    def bare_step(batch: tuple[torch.Tensor, torch.Tensor], microbatch: int) -> None:
+        total = len(batch[0])
+        for start in range(0, total, microbatch):
+            part = (batch[0][start:start + microbatch], batch[1][start:start + microbatch])
+            (loss_fn(model, part) * (len(part[0]) / total)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    release_host_memory()
+    baseline = host.process_rss()
+    info: dict[str, Any] = {"variant": args.child, "baseline_mb": baseline / MB}
+    began = time.perf_counter()
+    if args.child == "auto":
+        from oomguard import Guard
+
+        guard = Guard(model, optimizer, memory_limit=args.budget, microbatch="auto", ceiling=args.batch)
+        for batch in batches:
+            guard.step(batch, loss_fn)
+        kinds = [event["event"] for event in guard.events.history]
+        plan = guard.last_plan
+        info.update(microbatch=guard.microbatch, plan=plan.microbatch if plan else None,
+                    probe_s=round(plan.seconds, 3) if plan else None,
+                    events={kind: kinds.count(kind) for kind in sorted(set(kinds))})
+    else:
+        microbatch = 2 if args.child == "seed_recipe" else args.microbatch
+        for index, batch in enumerate(batches, 1):
+            bare_step(batch, microbatch)
+            if args.child == "seed_recipe" and index % 5 == 0:
+                gc.collect()
+                release_host_memory()  # the CPU's empty_cache: hand freed heap pages back
+        info["microbatch"] = microbatch
+    elapsed = time.perf_counter() - began
+    info.update(samples=steps * args.batch, seconds=elapsed, samples_per_s=steps * args.batch / elapsed,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB)
+    return info
+
+
+def make_model(spec: str, imgsz: int) -> Any:
+    from oomguard.models import build_model
+
+    return build_model(spec, num_classes=10, num_targets=0, imgsz=imgsz)
+
+
+# -- parent side: budget, sweep, alternation ----------------------------------------------------------
+def run(args: argparse.Namespace, variant: str, **extra: Any) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", variant, "--imgsz", str(args.imgsz), "--batch",
+               str(args.batch), "--model", args.model, "--threads", str(args.threads)]
+    for key, value in {"samples": args.samples, **extra}.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--imgsz", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=3072, help="samples each variant trains on")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--room-mb", type=float, default=None,
+                        help="budget above the baseline (default: 40%% of what the whole batch needs)")
+    parser.add_argument("--sweep", default="2,4,6,8,12,16,24,32,48,64", help="oracle candidates")
+    parser.add_argument("--model", default="builtin:resnet")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--microbatch", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    # The budget: the baseline plus a share of what the whole batch needs, measured at microbatch 8.
+    probe_size = min(8, args.batch)
+    calibration = run(args, "oracle", microbatch=probe_size, samples=2 * args.batch)
+    per_sample = (calibration["peak_rss_mb"] - calibration["baseline_mb"]) / probe_size
+    room = args.room_mb if args.room_mb is not None else 0.4 * per_sample * args.batch
+    budget = int((calibration["baseline_mb"] + room) * MB)
+
+    # Sweep runs long enough for the heap to level off (it grows over the first steps).
+    sweep_samples = min(args.samples, 6 * args.batch)
+    sweep = {}
+    for size in sorted({int(s) for s in args.sweep.split(",") if 0 < int(s) <= args.batch}):
+        result = run(args, "oracle", microbatch=size, samples=sweep_samples, budget=budget)
+        sweep[size] = result
+        if result["peak_rss_mb"] * MB > budget:
+            break  # larger sizes need more memory still
+    fitting = {size: r for size, r in sweep.items() if r["peak_rss_mb"] * MB <= budget}
+    oracle_size = max(fitting, key=lambda size: fitting[size]["samples_per_s"]) if fitting else 2
+
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    for repeat in range(args.repeats):
+        order = VARIANTS[repeat % 3:] + VARIANTS[:repeat % 3]
+        for name in order:
+            runs[name].append(run(args, name, microbatch=oracle_size, budget=budget))
+
+    report: dict[str, Any] = {}
+    for name, results in runs.items():
+        report[name] = {
+            "samples_per_s": round(statistics.median(r["samples_per_s"] for r in results), 3),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
+            "within_budget": all(r["peak_rss_mb"] * MB <= budget for r in results),
+            "microbatch": results[-1]["microbatch"],
+            "runs": [round(r["samples_per_s"], 3) for r in results],
+            **({k: results[-1][k] for k in ("plan", "probe_s", "events")} if name == "auto" else {}),
+        }
+    speed = {name: report[name]["samples_per_s"] for name in VARIANTS}
+    report["auto_vs_oracle"] = round(speed["auto"] / speed["oracle"], 3)
+    report["auto_vs_seed_recipe"] = round(speed["auto"] / speed["seed_recipe"], 3)
+    report.update(
+        budget_mb=round(budget / MB, 1), baseline_mb=round(calibration["baseline_mb"], 1),
+        whole_batch_mb=round(calibration["baseline_mb"] + per_sample * args.batch, 1),
+        sweep={size: {key: round(r[key], 1) for key in ("samples_per_s", "peak_rss_mb")}
+               for size, r in sweep.items()},
+        config={"model": args.model, "imgsz": args.imgsz, "batch": args.batch, "samples": args.samples,
+                "repeats": args.repeats, "threads": args.threads or "default"},
+    )
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The memory engine: microbatch split and accumulation, OOM recovery, the probe and the Guard."""

@@ -1,0 +1,283 @@
+"""The Guard: train and evaluate in microbatches that fit the memory budget, and never lose a step.
+
+::
+
+    guard = Guard(model, optimizer, memory_limit="2GB", run_dir="runs/mine")
+    loss = guard.step(batch, loss_fn)          # loss_fn(model, microbatch) -> mean loss
+    outputs = guard.evaluate(batch, eval_fn)   # eval_fn(model, microbatch) -> batch-first outputs
+
+``step`` splits the batch, accumulates gradients weighted by each chunk's
+share of samples (the update equals the whole batch's), then steps the
+optimizer. On an OOM, or on CPU and unified memory when the measured peak
+crossed the budget, it drops the partial step, empties the cache, shrinks to
+the largest size the measurements say fits and redoes the same batch.
+Evaluation has its own microbatch and shrinks on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from oomguard.devices import Device, get_device
+from oomguard.devices.base import OverBudget, is_oom
+from oomguard.engine.plan import Plan
+from oomguard.engine.probe import grad_bytes, probe
+from oomguard.engine.probe_result import ProbeResult
+from oomguard.engine.recovery import MemoryModel
+from oomguard.engine.runner import EvalFn, LossFn, Runner
+from oomguard.engine.sizing import Phase, Sizer
+from oomguard.engine.split import batch_size, chunk_spans, concat
+from oomguard.errors import ConfigError
+from oomguard.events import EventLog
+from oomguard.memory.budget import Budget, resolve_budget
+from oomguard.memory.meter import MemoryMeter
+from oomguard.memory.sampler import MemorySampler
+from oomguard.units import parse_memory_limit
+
+
+def _size_arg(name: str, value: int | str) -> int:
+    if value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r}: expected 'auto' or a positive integer; pass e.g. {name}=8")
+    return value
+
+
+def _limit_arg(value: str | float | int) -> str | float | int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        return value  # bytes, from Python
+    try:
+        return parse_memory_limit(value)
+    except ValueError as err:
+        raise ConfigError(f"memory_limit={value!r}: expected auto, off, a size like 2GB or a fraction "
+                          f"like 0.8 ({err})") from None
+
+
+def _device_of(model: nn.Module, device: Device | str | None) -> Device:
+    if isinstance(device, Device):
+        return device
+    if isinstance(device, str):
+        return get_device(device)
+    first = next(model.parameters(), None)
+    where = first.device if first is not None else torch.device("cpu")
+    return get_device(where.type if where.index is None else f"{where.type}:{where.index}")
+
+
+class Guard:
+    """Fits each step and each evaluation to the memory budget; see the module docstring."""
+
+    def __init__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, memory_limit: str | float | int = "auto",
+        run_dir: str | Path | None = None, *, microbatch: int | str = "auto",
+        eval_microbatch: int | str = "auto", ceiling: int | None = None, device: Device | str | None = None,
+        scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
+        events: EventLog | None = None, sampler: MemorySampler | None = None,
+        clip_grad_norm: float | None = None, grow_after: int = 50, headroom: float = 0.9,
+    ) -> None:
+        if not 0 < headroom <= 1:
+            raise ConfigError(f"headroom={headroom!r}: expected a fraction in (0, 1], e.g. 0.9")
+        if grow_after < 1:
+            raise ConfigError(f"grow_after={grow_after!r}: expected a positive number of steps, e.g. 50")
+        train_size = _size_arg("microbatch", microbatch)
+        eval_size = _size_arg("eval_microbatch", eval_microbatch)
+        self.model, self.optimizer = model, optimizer
+        self.device = _device_of(model, device)
+        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device)
+        if self.budget.limit is not None and self.device.has_hard_limit:
+            self.device.set_hard_limit(self.budget.limit)
+        run = Path(run_dir) if run_dir is not None else None
+        self.events = events if events is not None else EventLog(run / "events.jsonl" if run else None)
+        self._own_sampler = sampler is None and run is not None
+        if run is not None and sampler is None:
+            sampler = MemorySampler(self.device, run / "memory.csv").start()
+        self.sampler = sampler
+        self.meter = MemoryMeter(self.device, sampler)
+        check = self.budget.limit if self.device.unified else None  # hard-limit backends raise themselves
+        self.runner = Runner(model, optimizer, self.device, self.meter, check, scaler, amp_dtype,
+                             clip_grad_norm)
+        train_size = min(train_size, ceiling) if ceiling and train_size else train_size
+        top = train_size or ceiling or None
+        train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
+        evaluation = Phase("eval", eval_size, eval_size or ceiling, auto=not eval_size)
+        self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
+                           grow_after)
+        self.last_plan: Plan | None = None
+        self.steps = 0
+        #: Largest peak (budget bytes) measured in a step or evaluation since :meth:`reset_peak_memory`.
+        self.peak_memory = 0
+
+    @property
+    def microbatch(self) -> int:
+        """The training microbatch now (0 while ``auto`` has not planned yet)."""
+        return self.sizer.train.size
+
+    @property
+    def eval_microbatch(self) -> int:
+        """The evaluation microbatch now (0 while ``auto`` has not planned yet)."""
+        return self.sizer.eval.size
+
+    @property
+    def grow_after(self) -> int:
+        return self.sizer.grow_after
+
+    def step(self, batch: Any, loss_fn: LossFn) -> torch.Tensor:
+        """Train on ``batch``; the mean loss of the whole batch, detached (no sync)."""
+        total = batch_size(batch)
+        phase = self.sizer.train
+        if not phase.size:
+            self.plan(batch, loss_fn)
+        while True:
+            spans = chunk_spans(total, phase.size)
+            self.meter.mark()
+            failure = None
+            try:
+                loss = self.runner.accumulate(batch, total, spans, loss_fn)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                failure = self._failure(exc)
+            # Out of the except block: the traceback and the tensors its frames held are gone.
+            if failure is None:
+                break
+            self.runner.drop_gradients()
+            self._note(failure[0])
+            self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
+        # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
+        # step) does not depend on them.
+        accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
+        self._optimizer_step()
+        peak = self.meter.peak()
+        self._note(peak)
+        largest = spans[0][1] - spans[0][0]
+        if self.runner.limit is not None and peak > self.runner.limit:
+            # Over budget in the optimizer step: the update is done and stays; the next steps run smaller.
+            self.sizer.failed(phase, largest, peak, "over budget after the optimizer step")
+        elif not self.sizer.over_target(phase, largest, accumulated or peak):
+            self.sizer.fitted(phase, largest, accumulated or peak)
+        self.steps += 1
+        if self.sampler is not None:
+            self.sampler.step = self.steps
+        return loss
+
+    def _optimizer_step(self) -> None:
+        failure = None
+        try:
+            self.runner.optimizer_step()
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            failure = self._failure(exc)
+        if failure is not None:
+            # Lazy optimizer state is allocated before any weight moves: free the cache and try once more.
+            self.events.emit("oom", phase="train", microbatch=self.microbatch, peak=failure[0],
+                             budget=self.budget.limit, error=f"optimizer step: {failure[1]}")
+            self.device.empty_cache()
+            self.runner.optimizer_step()
+
+    def _failure(self, exc: BaseException) -> tuple[int | None, str]:
+        peak = exc.peak if isinstance(exc, OverBudget) else self.meter.peak()
+        text = str(exc).strip()
+        return peak, text.splitlines()[0][:200] if text else type(exc).__name__
+
+    def _note(self, peak: int | None) -> None:
+        self.peak_memory = max(self.peak_memory, peak or 0)
+
+    def reset_peak_memory(self) -> None:
+        self.peak_memory = 0
+
+    def evaluate(self, batch: Any, fn: EvalFn) -> Any:
+        """``fn`` over ``batch`` in eval microbatches, without gradients; outputs joined, detached, on CPU.
+
+        Train/eval mode is the caller's. An OOM shrinks the eval microbatch only
+        and carries on from the microbatch that failed.
+        """
+        total = batch_size(batch)
+        phase = self.sizer.eval
+        if not phase.size:
+            self._plan(batch, None, fn)
+        outputs: list[Any] = []
+        offset = 0
+        while offset < total:
+            spans = [(offset + a, offset + b) for a, b in chunk_spans(total - offset, phase.size)]
+            done = len(outputs)
+            self.meter.mark()
+            failure = None
+            try:
+                self.runner.evaluate(batch, total, spans, fn, outputs)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                failure = self._failure(exc)
+            finished = len(outputs) - done
+            offset = spans[finished - 1][1] if finished else offset
+            if failure is None:
+                self._note(self.meter.peak())
+                break
+            self._note(failure[0])
+            if offset < total:
+                failed = spans[min(finished, len(spans) - 1)]
+                self.sizer.failed(phase, failed[1] - failed[0], *failure)
+        return concat(outputs)
+
+    def plan(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None = None) -> Plan:
+        """Probe the model on ``batch``; phases that are ``auto`` take the plan's sizes."""
+        return self._plan(batch, loss_fn, eval_fn)
+
+    def probe(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None = None) -> ProbeResult:
+        """:meth:`plan`, wrapped for printing (``oomguard probe``)."""
+        plan = self._plan(batch, loss_fn, eval_fn)
+        return ProbeResult(plan=plan, device=str(self.device.torch_device), budget=self.budget.describe())
+
+    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None) -> Plan:
+        train, evaluation = self.sizer.train, self.sizer.eval
+        total = batch_size(batch)
+        plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
+                     eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
+                     headroom=self.sizer.headroom, reserve=self.sizer.reserve if self.device.unified else 0)
+        self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
+        self.sizer.base = plan.start
+        if loss_fn is not None:
+            _adopt(train, plan.microbatch, plan.ceiling, plan.train_model())
+            if train.auto:
+                self.sizer.calibrate(train)
+        if eval_fn is not None:
+            _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
+        self.last_plan = plan
+        self.events.emit("plan", **plan.event())
+        return plan
+
+    def add_snapshot_bytes(self, n: int) -> None:
+        """Room to keep free for the checkpointer's in-memory snapshot; sizes that no longer fit shrink."""
+        self.sizer.make_room(n)
+
+    def state_dict(self) -> dict[str, int | float]:
+        """The plan as numbers, for checkpoints: a resumed run skips the probe."""
+        return self.sizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
+        self.sizer.load_state_dict(state)
+
+    def close(self) -> None:
+        """Stop the memory sampler if this Guard started it."""
+        if self._own_sampler and self.sampler is not None:
+            self.sampler.stop()
+            self._own_sampler = False
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _adopt(phase: Phase, size: int, ceiling: int | None, model: MemoryModel | None) -> None:
+    """Take a plan's memory model, and its size and ceiling when the phase is ``auto``."""
+    if model is not None:
+        phase.model = model
+    if phase.auto:
+        phase.size = size
+        phase.ceiling = min(phase.ceiling or ceiling or size, ceiling or size)

@@ -1,0 +1,123 @@
+"""The plan: train and eval microbatch sizes chosen from measured peaks, and the line fitted through them.
+
+The fit is least squares for the slope, then the intercept is raised until the
+line lies on or above every measured point: the plan may waste a little room,
+but never predicts less than was measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from oomguard.engine.recovery import MemoryModel
+
+
+@dataclass(frozen=True)
+class Fit:
+    """``peak = a + b * size`` in bytes; ``a`` includes what the process holds between steps."""
+
+    a: float
+    b: float
+
+    def predict(self, size: int) -> int:
+        return int(self.a + self.b * size)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One probed size: its peak and how much of that the step added to its start."""
+
+    size: int
+    peak: int
+    extra: int
+    #: False when the size failed (allocator OOM or over the budget): ``peak`` is then only a lower bound.
+    ok: bool = True
+
+
+def fit_line(points: list[tuple[int, int]]) -> tuple[float, float]:
+    """``(intercept, slope)`` of a line over ``(size, bytes)`` points that no point lies above."""
+    if not points:
+        return 0.0, 0.0
+    if len(points) == 1:
+        size, value = points[0]
+        return 0.0, value / size  # one point: assume it is all per-sample (an upper bound for larger sizes)
+    n = len(points)
+    mean_x = sum(p[0] for p in points) / n
+    mean_y = sum(p[1] for p in points) / n
+    var = sum((p[0] - mean_x) ** 2 for p in points)
+    slope = sum((p[0] - mean_x) * (p[1] - mean_y) for p in points) / var if var else 0.0
+    slope = max(slope, 0.0)
+    intercept = max(p[1] - slope * p[0] for p in points)
+    return max(intercept, 0.0), slope
+
+
+def model_from_rows(rows: list[Row], fixed_extra: float = 0.0) -> MemoryModel:
+    """The memory model of a phase from its probed rows (``extra`` over each step's start)."""
+    intercept, slope = fit_line([(row.size, row.extra) for row in rows if row.ok])
+    return MemoryModel(fixed=intercept + fixed_extra, per_sample=slope, measured=slope)
+
+
+def choose(model: MemoryModel, start: int, target: float | None, ceiling: int, rows: list[Row]) -> int:
+    """The largest size up to ``ceiling`` predicted to fit ``target``, and below any probed size that did not.
+
+    Returns 0 when even one sample is predicted not to fit.
+    """
+    if target is None:
+        return ceiling
+    best = model.largest(start, target, ceiling)
+    for row in rows:
+        if not row.ok or start + row.extra > target:
+            best = min(best, row.size - 1)
+    return best
+
+
+@dataclass
+class Plan:
+    """What the probe measured and what it chose; ``event()`` is the ``plan`` event's details."""
+
+    microbatch: int
+    eval_microbatch: int | None
+    ceiling: int
+    eval_ceiling: int | None
+    budget: int | None
+    target: float | None
+    fit: Fit
+    eval_fit: Fit | None
+    table: list[Row] = field(default_factory=list)
+    eval_table: list[Row] = field(default_factory=list)
+    optimizer_peak: int = 0
+    snapshot_bytes: int = 0
+    #: Bytes the process holds between steps as the plan expects them (``fit.a`` less the step's fixed part).
+    start: int = 0
+    seconds: float = 0.0
+
+    def event(self) -> dict[str, Any]:
+        return {
+            "microbatch": self.microbatch,
+            "eval_microbatch": self.eval_microbatch,
+            "ceiling": self.ceiling,
+            "budget": self.budget,
+            "fit": {"a": round(self.fit.a), "b": round(self.fit.b)},
+            "table": [{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.table],
+            "eval_fit": None if self.eval_fit is None else {
+                "a": round(self.eval_fit.a), "b": round(self.eval_fit.b)},
+            "eval_table": [{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.eval_table],
+            "optimizer_peak": self.optimizer_peak,
+            "snapshot_bytes": self.snapshot_bytes,
+            "start": self.start,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def train_model(self) -> MemoryModel:
+        """The training memory model the Guard starts from (relative to :attr:`start`)."""
+        return MemoryModel(fixed=self.fit.a - self.start, per_sample=self.fit.b, measured=self.fit.b)
+
+    def eval_model(self) -> MemoryModel | None:
+        if self.eval_fit is None:
+            return None
+        return MemoryModel(fixed=self.eval_fit.a - self.start, per_sample=self.eval_fit.b,
+                           measured=self.eval_fit.b)

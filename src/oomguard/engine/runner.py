@@ -1,0 +1,128 @@
+"""One pass over a batch in microbatches: forward, weighted backward, optimizer step, or evaluation.
+
+Every function here either finishes its work or raises; catching out-of-memory
+and deciding what to do next is the Guard's job. On CPU and unified memory the
+runner raises :class:`OverBudget` itself when the process's measured peak
+crossed the budget, so that over-budget and a real OOM take the same road.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from oomguard.devices.base import Device, OverBudget
+from oomguard.engine.split import detach_cpu, iter_chunks, to_device
+from oomguard.memory.meter import MemoryMeter
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+EvalFn = Callable[[nn.Module, Any], Any]
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class Runner:
+    """Runs microbatches of one model and optimizer under one memory check."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: Device,
+        meter: MemoryMeter,
+        limit: int | None,
+        scaler: torch.amp.GradScaler | None = None,
+        amp_dtype: torch.dtype | None = None,
+        clip_grad_norm: float | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.device = device
+        self.meter = meter
+        #: Bytes the measured peak may reach before a step counts as out of memory (None: no check).
+        self.limit = limit
+        self.scaler = scaler
+        self.amp_dtype = amp_dtype
+        self.clip_grad_norm = clip_grad_norm
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        #: The peak measured at the last check (bytes), for growth and the loop's records.
+        self.last_peak: int | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.torch_device.type, dtype=self.amp_dtype)
+
+    def check(self) -> None:
+        """Raise OverBudget when the peak since the last mark crossed the limit (CPU, unified memory)."""
+        if self.limit is None:
+            return
+        peak = self.meter.peak()
+        self.last_peak = peak
+        if peak > self.limit:
+            raise OverBudget(peak, self.limit)
+
+    def accumulate(self, batch: Any, total: int, spans: list[tuple[int, int]], loss_fn: LossFn
+                   ) -> torch.Tensor:
+        """Forward and backward each span, each loss weighted by its share of ``total`` samples.
+
+        The gradients add up to those of the mean loss over all spans; the
+        return value is that mean loss, detached, without a device sync.
+        """
+        whole: torch.Tensor | None = None
+        single = len(spans) == 1 and spans[0][1] - spans[0][0] == total
+        for chunk, count in iter_chunks(batch, total, spans):
+            microbatch = to_device(chunk, self.device.torch_device)
+            with self.autocast():
+                loss = loss_fn(self.model, microbatch)
+            del microbatch
+            weighted = loss if single else loss * (count / total)
+            if self.scaler is not None:
+                weighted = self.scaler.scale(weighted)
+            weighted.backward()
+            value = loss.detach()
+            if value.dtype in _HALF:
+                value = value.float()
+            if not single:
+                value = value * (count / total)
+            whole = value if whole is None else whole + value
+            del loss, weighted
+            self.check()
+        assert whole is not None, "no samples to train on"
+        return whole
+
+    def optimizer_step(self) -> None:
+        """Clip if asked, step (through the GradScaler under AMP) and free the gradients."""
+        if self.scaler is not None:
+            if self.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+            self.optimizer.step()
+        # Flush the gradients as soon as the step is done: validation and checkpoints need the room.
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self, batch: Any, total: int, spans: list[tuple[int, int]], fn: EvalFn,
+                 outputs: list[Any]) -> None:
+        """Run ``fn`` on each span without gradients, appending detached CPU outputs as each finishes."""
+        with torch.no_grad():
+            for chunk, _count in iter_chunks(batch, total, spans):
+                microbatch = to_device(chunk, self.device.torch_device)
+                with self.autocast():
+                    out = fn(self.model, microbatch)
+                del microbatch
+                outputs.append(detach_cpu(out))
+                del out
+                self.check()
+
+    def drop_gradients(self) -> None:
+        """Forget a partial step: gradients to None (their memory back), nothing else touched."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)

@@ -1,0 +1,182 @@
+"""The microbatch size of each phase and every change to it: shrink on failure, grow after quiet steps.
+
+Each change is an event (``oom``, ``shrink``, ``grow``) with the sizes and the
+measured bytes, so a run's memory story can be read back from events.jsonl.
+The arithmetic lives in :mod:`oomguard.engine.recovery`; this module keeps the
+state it works on and says what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from oomguard.devices.base import Device
+from oomguard.engine.recovery import MemoryModel, failure_bound, grow, shrink, target_bytes
+from oomguard.errors import MemoryBudgetError
+from oomguard.events import EventLog
+from oomguard.memory.budget import Budget
+from oomguard.memory.meter import MemoryMeter
+from oomguard.units import format_bytes
+
+
+@dataclass
+class Phase:
+    """Train or eval: its microbatch (0 until planned), the ceiling it never grows past, its memory model."""
+
+    name: str
+    size: int
+    ceiling: int | None
+    model: MemoryModel = field(default_factory=MemoryModel)
+    auto: bool = False
+    #: Set by a shrink or a plan: the size is an estimate that quiet steps may show to be too small.
+    may_grow: bool = False
+    #: The largest size that ran a stretch of quiet steps: as far as growing goes on host memory.
+    safe: int = 0
+
+    @property
+    def words(self) -> str:
+        return "training" if self.name == "train" else "evaluation"
+
+
+class Sizer:
+    """Decides sizes for both phases from measured peaks, leaving ``1 - headroom`` of the room free."""
+
+    def __init__(self, train: Phase, evaluation: Phase, budget: Budget, device: Device, meter: MemoryMeter,
+                 events: EventLog, headroom: float, grow_after: int) -> None:
+        self.train, self.eval = train, evaluation
+        self.budget, self.device, self.meter, self.events = budget, device, meter, events
+        self.headroom, self.grow_after = headroom, grow_after
+        #: Bytes kept free for the checkpointer's snapshot (memory shared with the host only).
+        self.reserve = 0
+        self.quiet = 0
+        #: What the process held between steps at the last clean measurement (the plan's, or a shrink's).
+        self.base = meter.current()
+        #: Quiet steps before the next look at growing: ``grow_after``, or 2 right after a plan.
+        self.check_at = grow_after
+
+    def target(self, bound: int | None = None) -> float:
+        """Bytes a step should peak under: ``headroom`` of the room up to the budget (or ``bound``)."""
+        limit = self.budget.limit if self.budget.limit is not None else bound or 0
+        return target_bytes(self.base, limit, self.headroom, self.reserve if self.device.unified else 0)
+
+    def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
+        """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1."""
+        self.device.empty_cache()
+        self.events.emit("oom", phase=phase.name, microbatch=phase.size, peak=peak, budget=self.budget.limit,
+                         error=error)
+        if size <= 1:
+            raise MemoryBudgetError(
+                f"{phase.words} does not fit the memory budget even at microbatch 1: the step peaked at "
+                f"{format_bytes(peak)} against {self.budget.describe()}; raise memory_limit, lower imgsz "
+                "(or the input size), or use a smaller model"
+            )
+        self._shrink(phase, size, *failure_bound(peak, self.budget.limit, error), error)
+
+    def over_target(self, phase: Phase, size: int, peak: int) -> bool:
+        """A step that fitted but peaked above the target: the next ones run smaller (no redo)."""
+        if size <= 1 or self.budget.limit is None or peak <= self.target():
+            return False
+        self._shrink(phase, size, peak, True,
+                     f"step peaked at {format_bytes(peak)}, above the {format_bytes(self.target())} target")
+        return True
+
+    def _start(self) -> int:
+        """What the process holds between steps, the allocator's free cache handed back first.
+
+        On CPU, glibc keeps freed heap pages in RSS; counted as held, they would
+        make every size look too big.
+        """
+        self.device.release_cache()
+        self.base = self.meter.current()
+        return self.base
+
+    def _shrink(self, phase: Phase, size: int, bound: int | None, measured: bool, reason: str) -> None:
+        start = self._start()
+        new, model = shrink(phase.model, size, start, bound, self.target(bound), measured)
+        self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": new}, reason=reason,
+                         predicted=model.predict(start, new))
+        phase.size, phase.model, phase.may_grow = new, model, True
+        self.quiet = 0
+        self.check_at = self.grow_after
+
+    def calibrate(self, phase: Phase) -> None:
+        """A plan was just adopted: check it against the peaks of the first real steps soon."""
+        phase.may_grow = True
+        self.quiet, self.check_at = 0, min(2, self.grow_after)
+
+    def fitted(self, phase: Phase, size: int, peak: int) -> None:
+        """One more quiet step; after ``grow_after`` of them a shrunk phase may grow back.
+
+        On a GPU it grows to what the measured slope says fits, up to the
+        ceiling: a wrong guess costs one redone step. On host memory a wrong
+        guess is real memory taken, and the allocator's heap makes memory grow
+        faster than linearly with the microbatch, so it grows back only up to
+        the largest size that has already run quietly.
+        """
+        self.quiet += 1
+        if self.quiet < self.check_at:
+            return
+        calibrating = self.check_at < self.grow_after
+        self.quiet, self.check_at = 0, self.grow_after
+        phase.safe = max(phase.safe, phase.size)
+        top = min(phase.ceiling or 0, phase.safe) if self.device.unified else phase.ceiling or 0
+        if not phase.may_grow or phase.size >= top:
+            return
+        start = self._start()
+        new, model = grow(phase.model, size, start, peak, self.target(), top)
+        if new <= phase.size:
+            return
+        reason = "the first steps peaked under the plan" if calibrating else (
+            f"{self.grow_after} steps without running out of memory")
+        self.events.emit("grow", phase=phase.name, **{"from": phase.size, "to": new}, reason=reason,
+                         predicted=model.predict(start, new))
+        phase.size, phase.model = new, model
+        if not calibrating:
+            self.grow_after *= 2  # a grow that fails again costs a redone step: try less and less often
+            self.check_at = self.grow_after
+
+    def make_room(self, n: int) -> None:
+        """Keep ``n`` bytes free for a snapshot (the largest asked counts); what no longer fits shrinks."""
+        self.reserve = max(self.reserve, int(n))
+        if not self.device.unified or self.budget.limit is None:
+            return
+        start = self._start()
+        for phase in (self.train, self.eval):
+            if not phase.size or phase.model.per_sample <= 0:
+                continue
+            fits = max(1, phase.model.largest(start, self.target(), phase.size))
+            if fits < phase.size:
+                self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": fits},
+                                 reason=f"room for a {format_bytes(n)} checkpoint snapshot",
+                                 predicted=phase.model.predict(start, fits))
+                phase.size = fits
+
+    def state_dict(self) -> dict[str, int | float]:
+        state: dict[str, int | float] = {"grow_after": self.grow_after, "reserve": self.reserve}
+        for phase in (self.train, self.eval):
+            prefix = "" if phase.name == "train" else "eval_"
+            state[f"{prefix}microbatch"] = phase.size
+            state[f"{prefix}ceiling"] = phase.ceiling or 0
+            state[f"{prefix}fixed"] = float(phase.model.fixed)
+            state[f"{prefix}per_sample"] = float(phase.model.per_sample)
+            state[f"{prefix}measured"] = float(phase.model.measured)
+            state[f"{prefix}may_grow"] = int(phase.may_grow)
+            state[f"{prefix}safe"] = phase.safe
+        return state
+
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
+        self.grow_after = int(state.get("grow_after", self.grow_after))
+        self.reserve = max(self.reserve, int(state.get("reserve", 0)))
+        for phase in (self.train, self.eval):
+            prefix = "" if phase.name == "train" else "eval_"
+            size = int(state.get(f"{prefix}microbatch", 0))
+            if size and phase.auto:
+                phase.size = size
+                phase.ceiling = int(state.get(f"{prefix}ceiling", 0)) or phase.ceiling
+            elif size and phase.size:
+                phase.size = min(phase.size, size)  # a run that had to shrink resumes at the smaller size
+            phase.model = MemoryModel(float(state.get(f"{prefix}fixed", phase.model.fixed)),
+                                      float(state.get(f"{prefix}per_sample", phase.model.per_sample)),
+                                      float(state.get(f"{prefix}measured", phase.model.measured)))
+            phase.may_grow = bool(state.get(f"{prefix}may_grow", phase.may_grow))
+            phase.safe = int(state.get(f"{prefix}safe", phase.safe))

@@ -1,0 +1,124 @@
+"""End to end on the CPU with real memory: a batch whose activations need ~300 MB under a ~150 MB budget.
+
+The Guard runs in a child process, so that the kernel's own record of its
+largest resident size (``ru_maxrss``, never reset) is the proof that the
+budget held. The parent computes the whole-batch update to compare with.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+BATCH = 64
+MB = 1_000_000
+ROOM = 200 * MB
+
+
+class Wide(nn.Module):
+    """Few weights, big activations: each sample keeps ~4.5 MB of float64 alive until backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(16, 96, dtype=torch.float64)
+        self.expand = nn.Parameter(torch.randn(96, 2048, dtype=torch.float64) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(self.inp(x).unsqueeze(-1) * self.expand)
+        return (z * z).mean(dim=(1, 2))
+
+
+def setup() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, 16, generator=generator, dtype=torch.float64)
+    return Wide(), (x, torch.rand(BATCH, generator=generator, dtype=torch.float64))
+
+
+def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+
+def child(out: Path) -> None:
+    from oomguard import Guard
+    from oomguard.devices import release_host_memory
+    from oomguard.memory import host
+
+    model, batch = setup()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)  # the first optimizer imports ~70 MB of torch
+    release_host_memory()
+    budget = host.process_rss() + ROOM
+    guard = Guard(model, optimizer, memory_limit=budget)
+    guard.step(batch, loss_fn)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    torch.save(model.state_dict(), out / "auto.pt")
+    auto_events = guard.events.history
+
+    # The same step with the whole batch asked for: over budget, measured, shrunk, redone.
+    model, batch = setup()
+    release_host_memory()
+    guard = Guard(model, torch.optim.SGD(model.parameters(), lr=0.5), memory_limit=budget, microbatch=BATCH)
+    guard.step(batch, loss_fn)
+    torch.save(model.state_dict(), out / "fixed.pt")
+    report = {"budget": budget, "maxrss": maxrss, "auto": auto_events, "fixed": guard.events.history}
+    (out / "report.json").write_text(json.dumps(report))
+
+
+def whole_batch_update() -> dict[str, torch.Tensor]:
+    model, batch = setup()
+    loss_fn(model, batch).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.5 * p.grad
+    return model.state_dict()
+
+
+def whole_batch_extra() -> int:
+    from oomguard.devices import release_host_memory
+    from oomguard.memory import host
+
+    model, batch = setup()
+    release_host_memory()
+    host.reset_peak_rss()
+    start = host.process_rss()
+    loss_fn(model, batch).backward()
+    return (host.own_peak_rss() or 0) - start
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="real RSS accounting is checked on Linux")
+def test_guard_splits_to_stay_in_a_real_rss_budget(tmp_path: Path) -> None:
+    assert whole_batch_extra() > 2 * ROOM  # the premise: the whole batch cannot fit in one piece
+    # Through a small intermediate process: a child forked from this big one would inherit its
+    # ru_maxrss (Linux carries the parent's high-water mark across fork and exec).
+    spawn = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+    command = [sys.executable, "-c", spawn, sys.executable, __file__, str(tmp_path)]
+    subprocess.run(command, check=True, timeout=240)
+    report = json.loads((tmp_path / "report.json").read_text())
+    reference = whole_batch_update()
+
+    plan = next(e for e in report["auto"] if e["event"] == "plan")
+    assert 1 < plan["microbatch"] < BATCH
+    assert not [e for e in report["auto"] if e["event"] == "oom"]
+    assert report["maxrss"] <= report["budget"]
+
+    oom, shrink = (next(e for e in report["fixed"] if e["event"] == kind) for kind in ("oom", "shrink"))
+    assert oom["microbatch"] == BATCH and oom["peak"] > report["budget"]
+    assert shrink["from"] == BATCH and 1 < shrink["to"] < BATCH
+    assert shrink["predicted"] < report["budget"]
+
+    for name in ("auto", "fixed"):
+        state = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        for key, value in reference.items():
+            assert float((state[key] - value).norm() / value.norm()) < 1e-10, (name, key)
+
+
+if __name__ == "__main__":
+    child(Path(sys.argv[1]))
