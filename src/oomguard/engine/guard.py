@@ -247,7 +247,9 @@ class Guard:
         if eval_fn is not None:
             _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
         self.last_plan = plan
-        self.events.emit("plan", **plan.event())
+        # A phase planned earlier keeps its size: the event says the whole plan in force now.
+        self.events.emit("plan", **{**plan.event(), "microbatch": self.microbatch,
+                                    "eval_microbatch": self.eval_microbatch or None})
         return plan
 
     def add_snapshot_bytes(self, n: int) -> None:

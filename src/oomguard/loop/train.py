@@ -80,6 +80,9 @@ def fit(state: State, callbacks: Callback) -> State:
     """Run the loop from wherever ``state`` is until the last epoch or a stop request."""
     callbacks.on_start(state)
     try:
+        if not (state.guard.microbatch and state.guard.eval_microbatch):
+            # Plan train and eval together on a real batch, before the first step (a resume skips it).
+            state.guard.plan(next(iter(state.train_loader)), state.task.loss, state.task.predict)
         while not state.finished and state.stop_reason is None:
             state.epoch_started = time.monotonic()
             callbacks.on_epoch_start(state)
