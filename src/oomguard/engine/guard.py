@@ -77,6 +77,7 @@ class Guard:
         scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
         events: EventLog | None = None, sampler: MemorySampler | None = None,
         clip_grad_norm: float | None = None, grow_after: int = 50, headroom: float = 0.9,
+        memory_cap: int | None = None,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ConfigError(f"headroom={headroom!r}: expected a fraction in (0, 1], e.g. 0.9")
@@ -86,7 +87,7 @@ class Guard:
         eval_size = _size_arg("eval_microbatch", eval_microbatch)
         self.model, self.optimizer = model, optimizer
         self.device = _device_of(model, device)
-        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device)
+        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap)
         if self.budget.limit is not None and self.device.has_hard_limit:
             self.device.set_hard_limit(self.budget.limit)
         run = Path(run_dir) if run_dir is not None else None

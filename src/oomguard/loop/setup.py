@@ -60,7 +60,7 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
     guard = Guard(
         model, optimizer, memory_limit=config.memory_limit, microbatch=config.microbatch,
         eval_microbatch=config.val_batch, ceiling=config.batch, device=device, scaler=scaler,
-        amp_dtype=amp_dtype, events=events, sampler=memory,
+        amp_dtype=amp_dtype, events=events, sampler=memory, memory_cap=config.memory_cap,
     )
     sampler = ResumableSampler(len(task.train_set), seed=config.seed)
     train_loader = make_train_loader(task.train_set, config.batch, sampler, config.workers, config.seed)

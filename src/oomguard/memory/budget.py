@@ -41,17 +41,26 @@ def auto_limit(device: Device, in_use: int | None = None) -> int:
     if not device.unified:
         return int(total * AUTO_SHARE)
     in_use = host.tree_rss() if in_use is None else in_use
-    reserve = max(MIN_RESERVE, int(RESERVE_SHARE * total))
+    limit, _usage = host.cgroup_limit_and_usage()
+    # Inside a memory cgroup the limit is the whole world: no OS to leave a fixed reserve for.
+    floor = 0 if limit is not None and limit <= total else MIN_RESERVE
+    reserve = max(floor, int(RESERVE_SHARE * total))
     reachable = in_use + device.available_memory() - reserve
     return int(max(0, min(total * AUTO_SHARE, reachable)))
 
 
-def resolve_budget(memory_limit: str | float | int, device: Device) -> Budget:
-    """Turn a validated ``memory_limit`` value into bytes for ``device``."""
+def resolve_budget(memory_limit: str | float | int, device: Device, cap: int | None = None) -> Budget:
+    """Turn a validated ``memory_limit`` value into bytes for ``device``.
+
+    ``cap`` (``memory_cap``, a rehearsal of a smaller machine) makes ``auto``
+    plan for a machine of that size, so a default run never reaches the cap.
+    """
     if memory_limit == "off":
         return Budget(None, "memory_limit=off")
     if memory_limit == "auto":
         limit = auto_limit(device)
+        if cap is not None and device.unified and cap * AUTO_SHARE < limit:
+            return Budget(int(cap * AUTO_SHARE), f"auto: {AUTO_SHARE:.0%} of memory_cap {format_bytes(cap)}")
         return Budget(limit, f"auto: {AUTO_SHARE:.0%} of {device.kind} memory with OS headroom")
     if isinstance(memory_limit, float):
         limit = int(memory_limit * device.total_memory())

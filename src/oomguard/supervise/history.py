@@ -60,7 +60,9 @@ def child_report(events: Iterable[Mapping[str, Any]], fallback_config: Mapping[s
             since.append(event)
     config = dict(start.get("config") or {}) if start else dict(fallback_config)
     config.update(overrides)
-    microbatch, eval_microbatch = _int(config.get("microbatch")), _int(config.get("val_batch"))
+    # Killed before any plan (during the probe, or with memory_limit=off): the whole batch was tried.
+    microbatch = _int(config.get("microbatch")) or _int(config.get("batch"))
+    eval_microbatch = _int(config.get("val_batch"))
     for event in since:
         kind = event.get("event")
         if kind == "plan":
