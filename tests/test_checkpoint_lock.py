@@ -29,6 +29,7 @@ else:  # hold, or hold-fork: keep the lock (and a forked child) until stdin clos
     RunLock(run).acquire()
     child = os.fork() if mode == "hold-fork" else 0
     if mode == "hold-fork" and child == 0:
+        print("child ready", flush=True)  # the at-fork hook has run by the time fork() returns here
         sys.stdin.read()
         os._exit(0)
     print(f"held {os.getpid()} {child}", flush=True)
@@ -48,7 +49,9 @@ def start_holder(mode: str, run: Path) -> tuple[subprocess.Popen[str], int, int]
     proc = subprocess.Popen([sys.executable, "-c", CHILD, mode, str(run)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    _held, pid, child = proc.stdout.readline().split()  # the lock is held once this line arrives
+    lines = [proc.stdout.readline().split() for _ in range(2 if mode == "hold-fork" else 1)]
+    # The lock is held once the "held" line arrives (and a forked child is ready after its own line).
+    _held, pid, child = next(line for line in lines if line[0] == "held")
     return proc, int(pid), int(child)
 
 

@@ -87,18 +87,18 @@ def test_child_argv_runs_oomguard_train_unsupervised() -> None:
                                                     "epochs=2", "--no-supervise"]
 
 
-def test_memory_kills_resume_one_rung_down_each_time(tmp_path: Path) -> None:
+def test_memory_kills_halve_the_microbatch_again_before_the_next_rung(tmp_path: Path) -> None:
     assert _supervise(tmp_path, ["grow", "grow", "ok"]) == 0
     assert _argvs(tmp_path) == [
         ["--no-supervise"],
         ["--no-supervise", "--resume", "microbatch=16"],
-        ["--no-supervise", "--resume", "microbatch=16", "val_every=2", "val_batch=32"],
+        ["--no-supervise", "--resume", "microbatch=8"],
     ]
     assert [k["cause"] for k in _events(tmp_path, "kill")] == ["memory_kill", "memory_kill"]
     restarts = _events(tmp_path, "restart")
     assert [(r["rung"], r["overrides"]) for r in restarts] == [
         ("microbatch", {"microbatch": 16}),
-        ("eval", {"microbatch": 16, "val_every": 2, "val_batch": 32}),
+        ("microbatch", {"microbatch": 8}),
     ]
     assert restarts[0]["plan"]["microbatch"] == 16
 

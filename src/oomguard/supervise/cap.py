@@ -77,15 +77,48 @@ def own_oom_kills() -> int:
     return 0
 
 
-class CgroupCap:
-    """A fresh v1 memory cgroup per attempt, limited to ``limit`` bytes."""
+class PollCap:
+    """Kill the child's tree when its sampled RSS goes over ``limit`` bytes."""
 
-    kind = "cgroup"
+    kind = "poll"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._hit = False
+
+    def prepare(self, attempt: int) -> Path | None:
+        self._hit = False
+        return None
+
+    def over(self, tree_rss: int) -> bool:
+        """Whether a sample of ``tree_rss`` bytes calls for the kill; remembers that it did."""
+        if tree_rss > self.limit:
+            self._hit = True
+        return self._hit
+
+    def hit(self) -> bool:
+        return self._hit
+
+    def release(self) -> None:
+        pass
+
+
+class CgroupCap(PollCap):
+    """A fresh v1 memory cgroup per attempt, limited to ``limit`` bytes, and the RSS poll besides.
+
+    The kernel charges a cgroup for the pages its processes brought in, not for
+    shared library pages already cached by others, so it can let the RSS that
+    the timeline shows pass the cap; the poll holds the cap to that RSS too.
+    """
 
     def __init__(self, limit: int, parent: Path) -> None:
-        self.limit = limit
+        super().__init__(limit)
         self.parent = parent
         self.directory: Path | None = None
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "poll" if self._hit else "cgroup"
 
     @classmethod
     def available(cls) -> Path | None:
@@ -97,6 +130,7 @@ class CgroupCap:
 
     def prepare(self, attempt: int) -> Path:
         """Create this attempt's cgroup; return its ``cgroup.procs``, which the child joins."""
+        self._hit = False
         directory = self.parent / f"oomguard-{os.getpid()}-{attempt}"
         directory.mkdir(exist_ok=True)
         if not _write(directory / "memory.limit_in_bytes", self.limit):
@@ -110,8 +144,9 @@ class CgroupCap:
         return directory / "cgroup.procs"
 
     def hit(self) -> bool:
-        """Whether the kernel OOM-killed a process in this attempt's cgroup."""
-        return self.directory is not None and _oom_kills(self.directory / "memory.oom_control") > 0
+        """Whether the kernel OOM-killed a process in this attempt's cgroup, or the poll did."""
+        kernel = self.directory is not None and _oom_kills(self.directory / "memory.oom_control") > 0
+        return kernel or self._hit
 
     def release(self) -> None:
         """Kill what is left in the cgroup (orphaned workers) and remove it."""
@@ -137,32 +172,6 @@ class CgroupCap:
             time.sleep(0.01)  # polling the kernel's list until the killed processes are gone
         with contextlib.suppress(OSError):
             directory.rmdir()
-
-
-class PollCap:
-    """Kill the child's tree when its sampled RSS goes over ``limit`` bytes."""
-
-    kind = "poll"
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._hit = False
-
-    def prepare(self, attempt: int) -> None:
-        self._hit = False
-        return None
-
-    def over(self, tree_rss: int) -> bool:
-        """Whether a sample of ``tree_rss`` bytes calls for the kill; remembers that it did."""
-        if tree_rss > self.limit:
-            self._hit = True
-        return self._hit
-
-    def hit(self) -> bool:
-        return self._hit
-
-    def release(self) -> None:
-        pass
 
 
 def make_cap(limit: int | None, use_cgroup: bool | None = None) -> CgroupCap | PollCap | None:

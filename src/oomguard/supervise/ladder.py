@@ -3,7 +3,9 @@
 Rungs, in order (a rung that would change nothing is skipped):
 
 1. ``microbatch``: half the training microbatch. The effective batch
-   (``batch``) is unchanged, so the optimizer sees the same updates.
+   (``batch``) is unchanged, so the optimizer sees the same updates. For
+   ``oomguard train`` this rung repeats while memory kills continue, down to
+   1/8 of where it started, before the next rung.
 2. ``eval``: half the eval microbatch (``val_batch``) and validate half as
    often (``val_every`` doubled).
 3. ``loader``: ``workers=0`` and ``cache=false`` (no worker processes, no

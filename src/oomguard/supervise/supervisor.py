@@ -215,7 +215,7 @@ class Supervisor:
 
     def _on_sample(self, sample: Sample, window: deque[Sample], child: Child) -> None:
         window.append(sample)
-        if isinstance(self.cap, PollCap) and not self.cap.hit() and self.cap.over(sample.tree_rss):
+        if self.cap is not None and not self.cap.hit() and self.cap.over(sample.tree_rss):
             child.kill_tree()
 
     # -- outcomes -----------------------------------------------------------------------------------

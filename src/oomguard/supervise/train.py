@@ -24,6 +24,8 @@ from oomguard.supervise.ladder import next_rung
 from oomguard.supervise.log import Console, SupervisorLog
 from oomguard.supervise.supervisor import Inspection, Restart, Supervisor
 
+MICROBATCH_HALVINGS = 3
+
 
 def child_argv(user_args: Sequence[str]) -> list[str]:
     """The first attempt's command for ``oomguard train USER_ARGS``."""
@@ -52,6 +54,7 @@ class TrainStrategy:
         self.allow_degrade = allow_degrade
         self.overrides: dict[str, Any] = {}
         self.rung = -1  # the last rung taken
+        self.microbatch_halvings = 0
 
     def first_argv(self) -> list[str]:
         return self._argv()
@@ -86,10 +89,14 @@ class TrainStrategy:
         details: dict[str, Any] = {"plan": asdict(report.state)}
         text = "same plan"
         if cause.memory:
-            rung = next_rung(report.state, self.rung, self.allow_degrade)
+            # The microbatch rung is taken again while it still can (down to 1/8 of where it started):
+            # one halving rarely makes up for a whole batch that did not fit.
+            again = self.rung == 0 and self.microbatch_halvings < MICROBATCH_HALVINGS
+            rung = next_rung(report.state, -1 if again else self.rung, self.allow_degrade)
             if rung is None:
                 return None
             self.rung = rung.index
+            self.microbatch_halvings += rung.name == "microbatch"
             self.overrides.update(rung.overrides)
             changes = " ".join(format_override(k, v) for k, v in rung.overrides.items())
             text = f"{rung.description}: {changes}"
