@@ -38,7 +38,6 @@ from oomguard.memory.meter import MemoryMeter
 from oomguard.memory.sampler import MemorySampler
 from oomguard.units import parse_memory_limit
 
-
 #: Share of a host-memory budget above which the heap is trimmed before each step.
 NEAR_BUDGET = 0.75
 
