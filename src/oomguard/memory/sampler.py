@@ -48,7 +48,12 @@ assert tuple(f.name for f in fields(Sample)) == COLUMNS
 
 
 class MemorySampler:
-    """Sample memory every ``interval`` seconds in a daemon thread; append to ``csv_path``."""
+    """Sample memory every ``interval`` seconds in a daemon thread; append to ``csv_path``.
+
+    Rows are flushed as they are written (``flush_every=0``): the samples just
+    before a SIGKILL are the ones that say why it came, and a flushed row
+    survives the kill in the kernel's page cache.
+    """
 
     def __init__(
         self,
@@ -56,7 +61,7 @@ class MemorySampler:
         csv_path: str | Path | None = None,
         interval: float = 0.05,
         rank: int = 0,
-        flush_every: float = 1.0,
+        flush_every: float = 0.0,
         pid: int | None = None,
     ) -> None:
         self.device = device
