@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -112,3 +113,12 @@ def test_bad_input_is_one_line_exit_2_and_no_run_directory(
     if message is not None:
         assert lines[0] == message
         assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
+def test_tensorboard_missing_is_refused_before_any_work(tmp_path: Path) -> None:
+    done = oomguard("train", "tensorboard=true", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "oomguard: error: tensorboard=true needs tensorboard: pip install tensorboard")
+    assert not (tmp_path / "runs").exists()

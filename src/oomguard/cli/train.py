@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from oomguard.cli.args import resolve_config, write_config
 from oomguard.config import Config
+from oomguard.errors import ConfigError
 from oomguard.rundir import RunDir
 
 EXIT_INTERRUPTED = 130
@@ -21,6 +23,8 @@ EXIT_INTERRUPTED = 130
 
 def train_command(args: list[str], resume: bool, supervise: bool) -> int:
     config = resolve_config(args, resume)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard=true needs tensorboard: pip install tensorboard")
     run = RunDir(config.run_dir)
     run.prepare(resume)
     write_config(config, run)
@@ -79,7 +83,12 @@ def train_in_process(config: Config, run: RunDir, resume: bool) -> int:
         if resumed is not None:
             printer.print(f"resuming {run.root} from {resumed.name}: epoch {state.epoch + 1}, "
                           f"sample {state.position}, step {state.step}")
-        callbacks = CallbackList([printer, ResultsWriter(state.task.metric_names), checkpointing])
+        chain = [printer, ResultsWriter(state.task.metric_names), checkpointing]
+        if config.tensorboard:
+            from oomguard.loop.tensorboard import TensorBoardCallback
+
+            chain.append(TensorBoardCallback(state))
+        callbacks = CallbackList(chain)
         state.memory.start()
         try:
             with stop_on_signals(state.request_stop):
