@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+_CGROUP_V1 = Path("/sys/fs/cgroup/memory")
 _CGROUP_V2 = Path("/sys/fs/cgroup")
 _NO_LIMIT = 1 << 60
 
@@ -32,28 +33,28 @@ def _read_int(path: Path) -> int | None:
 
 
 @cache
-def _own_cgroup_dirs() -> tuple[Path | None, Path | None]:
-    """(cgroup v1 memory dir, cgroup v2 dir) of this process, where they exist."""
+def own_cgroup_dirs() -> tuple[Path | None, Path | None]:
+    """This process's cgroup v1 memory directory and cgroup v2 directory, where they exist."""
     v1 = v2 = None
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
         return None, None
     for line in lines:
-        _hier, controllers, rel = line.split(":", 2)
-        rel = rel.lstrip("/")
+        _hierarchy, controllers, relative = line.split(":", 2)
+        relative = relative.lstrip("/")
         if "memory" in controllers.split(","):
-            candidate = Path("/sys/fs/cgroup/memory") / rel
-            v1 = candidate if candidate.is_dir() else None
+            candidate = _CGROUP_V1 / relative
+            v1 = candidate if (candidate / "memory.limit_in_bytes").exists() else None
         elif controllers == "":
-            candidate = _CGROUP_V2 / rel
+            candidate = _CGROUP_V2 / relative
             v2 = candidate if (candidate / "memory.max").exists() else None
     return v1, v2
 
 
 def cgroup_limit_and_usage() -> tuple[int | None, int | None]:
     """The memory limit and usage of this process's cgroup (None where there is no limit)."""
-    v1, v2 = _own_cgroup_dirs()
+    v1, v2 = own_cgroup_dirs()
     if v2 is not None:
         limit = _read_int(v2 / "memory.max")
         if limit is not None:

@@ -20,27 +20,9 @@ import signal
 import time
 from pathlib import Path
 
-_V1_ROOT = Path("/sys/fs/cgroup/memory")
-_V2_ROOT = Path("/sys/fs/cgroup")
+from oomguard.memory.host import own_cgroup_dirs
+
 _EMPTY_WAIT = 5.0  # seconds to wait for the processes left in a cgroup to die before removing it
-
-
-def _own_cgroups() -> tuple[Path | None, Path | None]:
-    """This process's cgroup v1 memory directory and cgroup v2 directory, where they exist."""
-    v1 = v2 = None
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None, None
-    for line in lines:
-        _hierarchy, controllers, relative = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            directory = _V1_ROOT / relative.lstrip("/")
-            v1 = directory if (directory / "memory.limit_in_bytes").exists() else None
-        elif controllers == "":
-            directory = _V2_ROOT / relative.lstrip("/")
-            v2 = directory if (directory / "memory.events").exists() else None
-    return v1, v2
 
 
 def _write(path: Path, value: int | str) -> bool:
@@ -69,7 +51,7 @@ def own_oom_kills() -> int:
     Counting in our cgroup, not the whole machine's ``/proc/vmstat``, keeps
     other programs' OOM kills from being blamed on the child. 0 where unknown.
     """
-    v1, v2 = _own_cgroups()
+    v1, v2 = own_cgroup_dirs()
     if v1 is not None:
         return _oom_kills(v1 / "memory.oom_control")
     if v2 is not None:
@@ -123,7 +105,7 @@ class CgroupCap(PollCap):
     @classmethod
     def available(cls) -> Path | None:
         """The parent cgroup to create ours in, when the v1 memory controller is writable."""
-        parent, _v2 = _own_cgroups()
+        parent, _v2 = own_cgroup_dirs()
         if parent is None or not os.access(parent, os.W_OK):
             return None
         return parent
