@@ -270,6 +270,10 @@ class Guard:
                                     "eval_microbatch": self.eval_microbatch or None})
         return plan
 
+    def shrink(self, reason: str) -> int:
+        """Halve the training microbatch now, for a reason from outside the step (``shrink`` event)."""
+        return self.sizer.halve(self.sizer.train, reason)
+
     def add_snapshot_bytes(self, n: int) -> None:
         """Room to keep free for the checkpointer's in-memory snapshot; sizes that no longer fit shrink."""
         self.sizer.make_room(n)

@@ -99,6 +99,18 @@ class Sizer:
         self.quiet = 0
         self.check_at = self.grow_after
 
+    def halve(self, phase: Phase, reason: str) -> int:
+        """One rung down on request (memory pressure from outside): no redo, and no growing back past it."""
+        if phase.size <= 1:
+            return phase.size
+        start = self._start()
+        new = phase.size // 2
+        self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": new}, reason=reason,
+                         predicted=phase.model.predict(start, new))
+        phase.size, phase.may_grow, phase.safe = new, True, min(phase.safe, new)
+        self.quiet, self.check_at = 0, self.grow_after
+        return new
+
     def calibrate(self, phase: Phase) -> None:
         """A plan was just adopted: check it against the peaks of the first real steps soon."""
         phase.may_grow = True

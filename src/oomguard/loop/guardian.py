@@ -1,0 +1,146 @@
+"""Act before the OS does: memory pressure, leaks and allocator fragmentation, checked every step.
+
+- Pressure (:mod:`oomguard.memory.pressure`): under ``min_available``, write a
+  ``pressure`` event, an emergency checkpoint (its ``checkpoint`` event), release
+  the caches and take the microbatch one rung down. If it persists at
+  microbatch 1 (or for many checks), stop with exit status ``EXIT_PRESSURE``
+  (75); the ``pressure`` event's ``need`` is the memory to wait for.
+- Leaks (:mod:`oomguard.memory.leak`): a sustained climb of the lower envelope
+  of live memory is a ``leak`` event with a tensor census diagnosis.
+- Fragmentation: cache (reserved - allocated) that climbs while live memory
+  does not is a ``fragmentation`` event; the cache is then released every N
+  steps, N halving while it persists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from oomguard.events import EventLog
+from oomguard.loop.callbacks import Callback
+from oomguard.loop.checkpointing import Checkpointing
+from oomguard.loop.state import State
+from oomguard.memory import host
+from oomguard.memory.leak import Leak, LeakDetector
+from oomguard.memory.pressure import Action, PressureMonitor, resolve_min_available
+from oomguard.memory.tensors import Kind, census, diagnose
+from oomguard.supervise.codes import EXIT_PRESSURE
+from oomguard.units import format_bytes
+
+#: Steps between the first census (leak suspected) and the second (leak reported) at the least.
+CENSUS_GAP = 10
+FIRST_RELEASE_EVERY = 64
+
+
+def _ignore(text: str) -> None: ...
+
+
+class LeakWatch:
+    """Leak detection plus diagnosis over one memory series: feed ``observe(step, bytes)`` every step."""
+
+    def __init__(self, events: EventLog, budget: int | None = None, console: Callable[[str], None] = _ignore,
+                 warmup: int = 50, take_census: Callable[[], Counter[Kind]] = census) -> None:
+        self.events, self.console, self.take_census = events, console, take_census
+        self.detector = LeakDetector(budget, warmup=warmup)
+        self.baseline: tuple[int, Counter[Kind]] | None = None
+        self.reported: list[Leak] = []
+
+    def observe(self, step: int, used: int) -> Leak | None:
+        """Add this step's memory; a newly reported leak, or None."""
+        self.detector.add(step, used)
+        if self.baseline is None and self.detector.suspect():
+            self.baseline = (step, self.take_census())
+        leak = self.detector.leak(step, used)
+        if leak is None or self.baseline is None or step - self.baseline[0] < CENSUS_GAP:
+            return None
+        since, before = self.baseline
+        after = self.take_census()
+        diagnosis = diagnose(before, after, step - since)
+        self.baseline = (step, after)
+        self.detector.accept(leak)
+        self.reported.append(leak)
+        self.events.emit("leak", step=step, mb_per_step=round(leak.mb_per_step, 3),
+                         budget_step=leak.budget_step, growth=int(leak.growth), diagnosis=diagnosis)
+        where = f"; the budget is reached near step {leak.budget_step}" if leak.budget_step else ""
+        self.console(f"warning: memory grows {leak.mb_per_step:.2f} MB per step{where}: {diagnosis}")
+        return leak
+
+
+class FragmentationWatch:
+    """Cache that climbs while live memory does not: release it on a cadence that tightens."""
+
+    def __init__(self, events: EventLog, budget: int | None, console: Callable[[str], None] = _ignore,
+                 warmup: int = 50) -> None:
+        self.events, self.console = events, console
+        self.cache = LeakDetector(budget, warmup=warmup)
+        self.live = LeakDetector(budget, warmup=warmup)
+        self.release_every: int | None = None
+
+    def observe(self, step: int, allocated: int, reserved: int) -> bool:
+        """Add this step's numbers; True when the cache should be released now."""
+        self.cache.add(step, reserved - allocated)
+        self.live.add(step, allocated)
+        found = self.cache.leak(step, reserved - allocated)
+        if found is not None and not self.live.suspect():
+            self.release_every = (FIRST_RELEASE_EVERY if self.release_every is None
+                                  else max(1, self.release_every // 2))
+            self.events.emit("fragmentation", step=step, mb_per_step=round(found.mb_per_step, 3),
+                             cache=reserved - allocated, release_every=self.release_every)
+            self.console(f"warning: the allocator's cache grows {found.mb_per_step:.2f} MB per step while "
+                         f"live memory does not; releasing it every {self.release_every} steps")
+            self.cache.reset()
+            self.live.reset()
+        return self.release_every is not None and step % self.release_every == 0
+
+
+class MemoryGuardian(Callback):
+    """Pressure, leak and fragmentation checks at each step boundary; see the module docstring."""
+
+    def __init__(self, state: State, checkpointing: Checkpointing,
+                 console: Callable[[str], None] = _ignore) -> None:
+        self.checkpointing, self.console = checkpointing, console
+        self.total = host.total_memory()
+        self.min_available = resolve_min_available(state.config.min_available, self.total)
+        self.pressure = PressureMonitor(self.min_available)
+        budget = state.guard.budget.limit
+        self.leaks = LeakWatch(state.events, budget, console)
+        self.fragmentation = FragmentationWatch(state.events, budget, console)
+        self.exit_code: int | None = None
+
+    def on_step_end(self, state: State) -> None:
+        self._check_pressure(state)
+        device = state.device
+        allocated = device.allocated()
+        used = host.process_rss() + allocated if device.unified else allocated
+        self.leaks.observe(state.step, used)
+        if self.fragmentation.observe(state.step, allocated, device.reserved()):
+            device.release_cache()
+
+    def _check_pressure(self, state: State) -> None:
+        latest = state.memory.latest  # the sampler's reading: no /proc read on the training thread
+        available = latest.system_available if latest is not None else host.available_memory()
+        swap = host.swap_used() if available < 2 * self.min_available else None  # only matters when low
+        action = self.pressure.check(available, swap)
+        if action in (Action.OK, Action.WAIT):
+            return
+        guard = state.guard
+        persisting = self.pressure.low > 1 and guard.microbatch <= 1
+        need = self.pressure.need(max(guard.peak_memory, host.tree_rss()), self.total)
+        state.events.emit("pressure", step=state.step, available=available, min_available=self.min_available,
+                          need=need, microbatch=guard.microbatch,
+                          action="exit" if action is Action.EXIT or persisting else "shrink")
+        if action is Action.EXIT or persisting:
+            self.exit_code = EXIT_PRESSURE
+            state.extra["exit_code"] = EXIT_PRESSURE
+            state.extra["need"] = need
+            state.request_stop(f"memory pressure: {format_bytes(available)} available, under min_available "
+                               f"{format_bytes(self.min_available)}")
+            return
+        self.checkpointing.save_now(state)
+        state.device.empty_cache()
+        if guard.microbatch > 1:
+            guard.shrink("memory pressure")
+        self.console(f"memory pressure: {format_bytes(available)} available (under "
+                     f"{format_bytes(self.min_available)}); checkpointed, caches released, microbatch "
+                     f"{guard.microbatch}")
