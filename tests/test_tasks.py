@@ -71,7 +71,8 @@ def test_auto_resolution(tiny_shapes: None, tmp_path: Path) -> None:
 def test_resolution_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_task(Config(data="roads/data.yaml"))
-    assert str(err.value) == "task=detect is not available yet"
+    assert str(err.value) == ("task=detect trains only with oomguard train (through ultralytics); "
+                              "this command supports task=classify and task=multitask")
     folder = make_folder(tmp_path / "f", with_csv=False)
     with pytest.raises(DataError) as data_err:
         build_task(Config(data=str(folder), task="multitask"))

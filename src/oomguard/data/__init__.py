@@ -53,4 +53,5 @@ def open_datasets(data: str, layout: Layout, imgsz: int, dev_samples: int | None
         return table_datasets(Path(data), imgsz, dev_samples, cache, with_targets)
     if layout == "folder":
         return folder_datasets(Path(data), imgsz, dev_samples, cache)
-    raise ConfigError("task=detect is not available yet")
+    raise ConfigError("task=detect trains only with oomguard train (through ultralytics); "
+                      "this command supports task=classify and task=multitask")

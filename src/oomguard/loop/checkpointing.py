@@ -31,6 +31,8 @@ def capture(state: State, *, epoch_done: bool = False) -> dict[str, Any]:
         "epoch_seconds": 0.0 if epoch_done else elapsed,
         "epoch_peak": 0 if epoch_done else state.epoch_peak,
     }
+    if state.stage is not None:
+        loop.update(stage=state.stage, epoch_offset=state.epoch_offset, step_offset=state.step_offset)
     return capture_state(
         model=state.model, optimizer=state.optimizer, epoch=epoch, step=state.step, epoch_step=position,
         scaler=state.scaler, sampler=state.sampler.state_dict(), plan=state.guard.state_dict(),
@@ -54,6 +56,10 @@ def restore(state: State, checkpoint: dict[str, Any]) -> None:
     state.loss_samples = int(loop.get("loss_samples", 0))
     state.epoch_seconds_before = float(loop.get("epoch_seconds", 0.0))
     state.epoch_peak = int(loop.get("epoch_peak", 0))
+    if "stage" in loop:
+        state.stage = int(loop["stage"])
+        state.epoch_offset = int(loop.get("epoch_offset", 0))
+        state.step_offset = int(loop.get("step_offset", 0))
 
 
 class Checkpointing(Callback):
@@ -77,6 +83,11 @@ class Checkpointing(Callback):
 
     def _save(self, state: State, *, epoch_done: bool, best: bool = False) -> None:
         self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)
+
+    def save_now(self, state: State) -> None:
+        """An emergency checkpoint at this step boundary, written before this returns."""
+        self._save(state, epoch_done=False)
+        self.writer.wait()
 
     def on_step_end(self, state: State) -> None:
         if self.writer.due():

@@ -25,11 +25,16 @@ def memory_text(state: State) -> str:
     return " ".join(parts)
 
 
+def epoch_label(state: State) -> str:
+    """``3/4``: the epoch in progress and the last of its stage, numbered across stages."""
+    return f"{state.epoch_offset + state.epoch + 1}/{state.epoch_offset + state.config.epochs}"
+
+
 def epoch_summary(state: State) -> str:
     metrics = " ".join(f"{key} {value:.4g}" for key, value in state.metrics.items())
     seconds = state.epoch_seconds_before + time.monotonic() - state.epoch_started
     return (
-        f"epoch {state.epoch + 1}/{state.config.epochs}  loss {state.train_loss:.4g}  {metrics}  "
+        f"epoch {epoch_label(state)}  loss {state.train_loss:.4g}  {metrics}  "
         f"| {seconds:.1f}s  peak {format_bytes(state.epoch_peak)}  microbatch {state.guard.microbatch}"
     ).replace("  |", " |")
 
@@ -75,7 +80,7 @@ class ProgressPrinter(Callback):
         done = state.position // max(1, state.config.batch)
         self._task = self._progress.add_task(
             "train", total=state.steps_per_epoch, completed=done,
-            epoch=f"{state.epoch + 1}/{state.config.epochs}", status="",
+            epoch=epoch_label(state), status="",
         )
 
     def on_step_end(self, state: State) -> None:
@@ -87,7 +92,7 @@ class ProgressPrinter(Callback):
                 self._last = now
         elif now - self._last >= self.every:
             self.print(
-                f"epoch {state.epoch + 1}/{state.config.epochs} step "
+                f"epoch {epoch_label(state)} step "
                 f"{self._step_in_epoch(state)}/{state.steps_per_epoch}  {self._status(state)}"
             )
             self._last = now

@@ -42,20 +42,22 @@ def _cell(value: object) -> object:
 class ResultsWriter(Callback):
     """Appends a row at each epoch end; on resume drops rows past the checkpoint's epoch."""
 
-    def __init__(self, metric_names: list[str]) -> None:
-        self.columns = [*LEADING, *metric_names, *TRAILING]
+    def __init__(self, metric_names: list[str], staged: bool = False) -> None:
+        leading = [LEADING[0], "stage", *LEADING[1:]] if staged else list(LEADING)
+        self.columns = [*leading, *metric_names, *TRAILING]
 
     def on_start(self, state: State) -> None:
         path = state.run.results
         rows = read_rows(path)
-        kept = [row for row in rows if int(row["epoch"]) <= state.epoch]
+        kept = [row for row in rows if int(row["epoch"]) <= state.epoch_offset + state.epoch]
         if kept != rows or (rows and list(rows[0]) != self.columns):
             _write_atomically(path, self.columns, kept)  # type: ignore[arg-type]
 
     def on_epoch_end(self, state: State) -> None:
         seconds = state.epoch_seconds_before + time.monotonic() - state.epoch_started
         row: dict[str, object] = {
-            "epoch": state.epoch + 1,
+            "epoch": state.epoch_offset + state.epoch + 1,
+            "stage": None if state.stage is None else state.stage + 1,
             "train_loss": state.train_loss,
             **state.metrics,
             "lr": state.lr,

@@ -56,6 +56,9 @@ class State:
     epoch_started: float = field(default_factory=time.monotonic)
     epoch_seconds_before: float = 0.0  # time spent on this epoch before a resume
     stop_reason: str | None = None
+    stage: int | None = None  # the index into ``stages:``; None for a run without stages
+    epoch_offset: int = 0  # epochs of the stages before this one (results.csv numbers across stages)
+    step_offset: int = 0  # the global step this stage started at (its lr schedule starts over)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

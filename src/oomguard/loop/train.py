@@ -50,7 +50,7 @@ def validate(state: State) -> dict[str, float]:
 
 
 def set_lr(state: State) -> None:
-    state.lr = lr_at(state.config, state.step, state.steps_per_epoch)
+    state.lr = lr_at(state.config, state.step - state.step_offset, state.steps_per_epoch)
     for group in state.optimizer.param_groups:
         group["lr"] = state.lr
 

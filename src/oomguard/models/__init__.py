@@ -13,7 +13,23 @@ __all__ = ["BUILTIN", "Net", "build_model"]
 WEIGHT_PREFIXES = ("", "backbone.")  # our own checkpoints, then bare backbone weights (timm files)
 
 
-def _timm_net(name: str, num_classes: int, num_targets: int) -> Net:
+def _check_feature_size(name: str, backbone: nn.Module, imgsz: int | None) -> None:
+    """Refuse an image size that leaves 1x1 BatchNorm inputs: a microbatch of one sample cannot train there.
+
+    The memory engine may shrink to a microbatch of 1, and BatchNorm in training
+    mode needs more than one value per channel.
+    """
+    info = getattr(backbone, "feature_info", None)
+    reduction = int(info[-1]["reduction"]) if isinstance(info, list) and info else 0
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
+    if imgsz and reduction and has_bn and imgsz // reduction < 2:
+        raise ConfigError(
+            f"imgsz={imgsz} is too small for model=timm:{name}: it downsamples {reduction}x, leaving "
+            f"1x1 BatchNorm inputs that cannot train a microbatch of 1; use imgsz>={2 * reduction}"
+        )
+
+
+def _timm_net(name: str, num_classes: int, num_targets: int, imgsz: int | None = None) -> Net:
     try:
         import timm
     except ImportError:
@@ -23,6 +39,7 @@ def _timm_net(name: str, num_classes: int, num_targets: int) -> Net:
         backbone = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as err:  # timm's "Unknown model (...)"
         raise ConfigError(f"model=timm:{name}: {err}; see timm.list_models() for names") from None
+    _check_feature_size(name, backbone, imgsz)
     return Net(backbone, int(backbone.num_features), num_classes, num_targets)
 
 
@@ -39,7 +56,7 @@ def build_model(spec: str, num_classes: int, num_targets: int, pretrained: bool 
     if kind == "builtin" and name in BUILTIN:
         model = build_builtin(name, num_classes, num_targets, imgsz)
     elif kind == "timm" and name:
-        model = _timm_net(name, num_classes, num_targets)
+        model = _timm_net(name, num_classes, num_targets, imgsz)
     else:
         names = ", ".join(f"builtin:{n}" for n in BUILTIN)
         raise ConfigError(f"unknown model {spec!r}; expected one of {names} or timm:<name>")

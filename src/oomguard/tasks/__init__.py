@@ -17,7 +17,8 @@ def resolve_task(config: Config, layout: Layout) -> str:
     implied = {"shapes": "multitask", "table": "multitask", "folder": "classify", "detect": "detect"}[layout]
     kind = implied if config.task == "auto" else config.task
     if kind == "detect" or layout == "detect":
-        raise ConfigError("task=detect is not available yet")
+        raise ConfigError("task=detect trains only with oomguard train (through ultralytics); "
+                          "this command supports task=classify and task=multitask")
     if kind == "multitask" and layout == "folder":
         raise DataError(
             f"task=multitask needs {config.data}/train.csv with columns image,label,<targets>; "
