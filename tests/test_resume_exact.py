@@ -20,12 +20,17 @@ RUN = ["deterministic=true", "seed=3", "dev_samples=384", "epochs=4", "batch=16"
        "checkpoint_every=0.2s", "warmup_epochs=0.5"]
 
 
-def checkpoints_written(run: Path) -> int:
+STEPS_PER_EPOCH = 24  # 384 samples in batches of 16
+
+
+def checkpoints_written(run: Path, mid_epoch: bool = False) -> int:
+    """Checkpoints in the event log so far (only those inside an epoch with ``mid_epoch``)."""
     path = run / "events.jsonl"
     if not path.exists():
         return 0
-    return sum(1 for line in path.read_text().splitlines()
-               if '"event":"checkpoint"' in line and '"error"' not in line)
+    written = [json.loads(line) for line in path.read_text().splitlines()
+               if '"event":"checkpoint"' in line and '"error"' not in line and '"corrupt"' not in line]
+    return sum(1 for event in written if not mid_epoch or event["step"] % STEPS_PER_EPOCH)
 
 
 def start(tmp_path: Path, name: str, workers: int, resume: bool) -> subprocess.Popen[str]:
@@ -36,10 +41,11 @@ def start(tmp_path: Path, name: str, workers: int, resume: bool) -> subprocess.P
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def wait_for_checkpoints(run: Path, count: int, process: subprocess.Popen[str], limit: float = 120) -> bool:
+def wait_for_checkpoints(run: Path, count: int, process: subprocess.Popen[str], limit: float = 120,
+                         mid_epoch: bool = False) -> bool:
     """Poll the event log until ``count`` checkpoints are written; False if the run ended first."""
     deadline = time.monotonic() + limit
-    while checkpoints_written(run) < count:
+    while checkpoints_written(run, mid_epoch) < count:
         if process.poll() is not None:
             return False
         assert time.monotonic() < deadline, "no checkpoint written in time"
@@ -62,9 +68,14 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path: Path, 
     killed = 0
     for attempt in range(kills + 1):
         process = start(tmp_path, "killed", workers, resume=attempt > 0)
-        if attempt < kills and wait_for_checkpoints(run, checkpoints_written(run) + 1, process):
-            # A random moment after fresh progress: mid-step, mid-validation or mid-checkpoint-write.
-            time.sleep(rng.uniform(0.0, 0.4))
+        # The first kill follows a checkpoint inside an epoch at once, so that one resume surely lands
+        # mid-epoch; the others come at a random moment after fresh progress (mid-step, mid-validation,
+        # mid-checkpoint-write).
+        first = attempt == 0
+        progressed = attempt < kills and wait_for_checkpoints(
+            run, checkpoints_written(run, mid_epoch=first) + 1, process, mid_epoch=first)
+        if progressed:
+            time.sleep(rng.uniform(0.0, 0.01 if first else 0.4))
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 killed += 1
@@ -85,5 +96,5 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path: Path, 
     starts = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()
               if '"event":"start"' in line]
     assert len(starts) == killed + 1
-    assert any(start["resume"] and start["step"] % 24 != 0 for start in starts), \
-        "no resume landed mid-epoch (24 steps an epoch)"
+    assert any(start["resume"] and start["step"] % STEPS_PER_EPOCH for start in starts), \
+        "no resume landed mid-epoch"
