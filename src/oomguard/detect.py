@@ -58,7 +58,7 @@ class _Recorder:
     def on_fit_epoch_end(self, trainer: Any) -> None:
         import torch
 
-        from oomguard.loop.results import _cell, _write_atomically
+        from oomguard.loop.results import csv_cell, read_rows, write_rows
 
         if trainer.epoch >= trainer.epochs:  # ultralytics' final validation of best.pt calls this again
             return
@@ -76,9 +76,9 @@ class _Recorder:
             "peak_memory_mb": round(self.peak / 1e6, 1), "seconds": round(time.monotonic() - self.started, 2),
         }
         rows: list[dict[str, object]] = [
-            dict(r) for r in _read(self.run.results) if int(r["epoch"]) < trainer.epoch + 1
+            dict(r) for r in read_rows(self.run.results) if int(r["epoch"]) < trainer.epoch + 1
         ]  # a resumed run redoes the epoch it was killed in
-        _write_atomically(self.run.results, COLUMNS, [*rows, {k: _cell(v) for k, v in row.items()}])
+        write_rows(self.run.results, COLUMNS, [*rows, {k: csv_cell(v) for k, v in row.items()}])
         model = trainer.ema.ema if trainer.ema is not None else trainer.model
         state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                  "epoch": trainer.epoch + 1, "best_metric": float(trainer.best_fitness or 0.0)}
@@ -91,12 +91,6 @@ class _Recorder:
         self.events.emit("checkpoint", path=str(self.run.last), epoch=trainer.epoch + 1, step=None,
                          seconds=round(time.monotonic() - started, 3), bytes=self.run.last.stat().st_size)
         self.events.emit("epoch", epoch=trainer.epoch + 1, **{k: v for k, v in row.items() if k != "epoch"})
-
-
-def _read(path: Path) -> list[dict[str, str]]:
-    from oomguard.loop.results import read_rows
-
-    return read_rows(path)
 
 
 def is_detect(config: Config) -> bool:
@@ -125,6 +119,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Any = print) ->
 
     from oomguard.detect_plan import plan_microbatch
     from oomguard.devices import get_device
+    from oomguard.loop.results import read_rows
     from oomguard.memory.budget import resolve_budget
     from oomguard.memory.sampler import MemorySampler
 
@@ -149,7 +144,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Any = print) ->
     started = time.monotonic()
     sampler.start()
     try:
-        if resuming and len(_read(run.results)) >= config.epochs:
+        if resuming and len(read_rows(run.results)) >= config.epochs:
             say("all epochs were already trained; nothing to resume")  # killed after the last epoch's save
         elif resuming:
             model.train(resume=True, batch=microbatch)  # a restart's smaller microbatch applies

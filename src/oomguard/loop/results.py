@@ -22,7 +22,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(file) if row.get("epoch")]
 
 
-def _write_atomically(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
+def write_rows(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
@@ -33,7 +33,8 @@ def _write_atomically(path: Path, columns: list[str], rows: list[dict[str, objec
     os.replace(tmp, path)
 
 
-def _cell(value: object) -> object:
+def csv_cell(value: object) -> object:
+    """A value as results.csv writes it: floats to 6 significant digits, NaN as an empty cell."""
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"
     return value
@@ -51,7 +52,7 @@ class ResultsWriter(Callback):
         rows = read_rows(path)
         kept = [row for row in rows if int(row["epoch"]) <= state.epoch_offset + state.epoch]
         if kept != rows or (rows and list(rows[0]) != self.columns):
-            _write_atomically(path, self.columns, kept)  # type: ignore[arg-type]
+            write_rows(path, self.columns, kept)  # type: ignore[arg-type]
 
     def on_epoch_end(self, state: State) -> None:
         seconds = state.epoch_seconds_before + time.monotonic() - state.epoch_started
@@ -72,5 +73,5 @@ class ResultsWriter(Callback):
             writer = csv.DictWriter(file, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({key: _cell(value) for key, value in row.items()})
+            writer.writerow({key: csv_cell(value) for key, value in row.items()})
         state.extra["last_row"] = row
