@@ -51,6 +51,9 @@ def child(out: Path) -> None:
     from oomguard.devices import release_host_memory
     from oomguard.memory import host
 
+    # One intra-op thread: with two, glibc opens an arena per contending thread and heap layout (so RSS)
+    # varies with machine load by tens of MB, a good share of this test's 200 MB room.
+    torch.set_num_threads(1)
     model, batch = setup()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)  # the first optimizer imports ~70 MB of torch
     release_host_memory()
