@@ -141,3 +141,12 @@ def test_a_kill_before_the_run_directory_exists_restarts_without_resume(tmp_path
     # held back until the child had made the run directory, then written
     assert [k["cause"] for k in _events(tmp_path, "kill")] == ["unexplained_kill"]
     assert [r["attempt"] for r in _events(tmp_path, "restart")] == [2]
+
+
+def test_the_last_rung_moves_to_the_cpu_and_says_so_with_a_fallback_event(tmp_path: Path) -> None:
+    lean = {**CONFIG, "microbatch": 1, "val_batch": 1, "workers": 0, "imgsz": None, "release_every": 1}
+    assert _supervise(tmp_path, ["grow", "grow", "ok"], step=None, config=lean, device="cuda:0") == 0
+    assert [r["rung"] for r in _events(tmp_path, "restart")] == ["eval", "device"]
+    assert _argvs(tmp_path)[2][-1] == "device=cpu"
+    [fallback] = _events(tmp_path, "fallback")
+    assert fallback["to"] == "cpu" and fallback["attempt"] == 3

@@ -156,6 +156,8 @@ class Supervisor:
                 restarts += 1
                 self.log.emit("restart", cause=cause.kind, attempt=attempt + 1, reason=cause.reason,
                               **following.details)
+                if following.details.get("rung") == "device":  # the last rung: off the accelerator
+                    self.log.emit("fallback", attempt=attempt + 1, to="cpu", reason=cause.reason)
                 self.say(f"attempt {attempt} {cause.reason}; restarting: {following.text}")
                 argv = following.argv
                 attempt += 1
