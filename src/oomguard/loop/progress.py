@@ -7,7 +7,14 @@ import time
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
@@ -48,7 +55,7 @@ class ProgressPrinter(Callback):
         self.live = self.stream.isatty()
         self.console = Console(file=self.stream, highlight=False)
         self._progress: Progress | None = None
-        self._task: int | None = None
+        self._task: TaskID | None = None
         self._last = 0.0
         self._samples_at_start = 0
         self._started = 0.0

@@ -108,7 +108,8 @@ class LeakDetector:
     def _fit(self) -> Trend | None:
         fits = [fit for window in self.windows if (fit := self._fit_scale(window)) is not None]
         sustained = [fit for fit in fits if fit.slope > 0 and fit.tau >= SUSTAINED_TAU]
-        return (sustained or fits or [None])[0]
+        chosen = sustained or fits
+        return chosen[0] if chosen else None
 
     def _fit_scale(self, window: int) -> Trend | None:
         values = list(self.values)

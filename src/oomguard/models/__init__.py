@@ -40,7 +40,9 @@ def _timm_net(name: str, num_classes: int, num_targets: int, imgsz: int | None =
     except RuntimeError as err:  # timm's "Unknown model (...)"
         raise ConfigError(f"model=timm:{name}: {err}; see timm.list_models() for names") from None
     _check_feature_size(name, backbone, imgsz)
-    return Net(backbone, int(backbone.num_features), num_classes, num_targets)
+    features = backbone.num_features
+    assert isinstance(features, int), f"timm model {name} did not report its feature width"
+    return Net(backbone, features, num_classes, num_targets)
 
 
 def build_model(spec: str, num_classes: int, num_targets: int, pretrained: bool | str = False,
