@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, capture_state, restore_state
@@ -63,23 +62,13 @@ def restore(state: State, checkpoint: dict[str, Any]) -> None:
 
 
 class Checkpointing(Callback):
-    """Saves at epoch ends, on a timer and when the loop stops early; restores on resume."""
+    """Saves at epoch ends, on a timer and when the loop stops early (resuming: loop/stages.py)."""
 
     def __init__(self, state: State, console: Callable[[str], None] | None = None) -> None:
-        self._state = state
         self.store = CheckpointStore(state.run.weights, keep=state.config.keep, events=state.events,
                                      console=console)
         self.writer = AsyncCheckpointer(self.store, every=state.config.checkpoint_every)
         self._best_this_epoch = False
-
-    def restore_latest(self) -> Path | None:
-        """Load the newest good checkpoint into the state; None when there is none yet."""
-        found = self.store.load_latest()
-        if found is None:
-            return None
-        checkpoint, path = found
-        restore(self._state, checkpoint)
-        return path
 
     def _save(self, state: State, *, epoch_done: bool, best: bool = False) -> None:
         self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)

@@ -106,7 +106,6 @@ class MemoryGuardian(Callback):
         budget = state.guard.budget.limit
         self.leaks = LeakWatch(state.events, budget, console)
         self.fragmentation = FragmentationWatch(state.events, budget, console)
-        self.exit_code: int | None = None
 
     def on_step_end(self, state: State) -> None:
         self._check_pressure(state)
@@ -131,7 +130,6 @@ class MemoryGuardian(Callback):
                           need=need, microbatch=guard.microbatch,
                           action="exit" if action is Action.EXIT or persisting else "shrink")
         if action is Action.EXIT or persisting:
-            self.exit_code = EXIT_PRESSURE
             state.extra["exit_code"] = EXIT_PRESSURE
             state.extra["need"] = need
             state.request_stop(f"memory pressure: {format_bytes(available)} available, under min_available "

@@ -17,7 +17,7 @@ import yaml
 
 from oomguard.errors import RunDirError
 from oomguard.events import read_events
-from oomguard.report.timeline import Timeline, read_timeline
+from oomguard.report.timeline import Timeline, parse_number, read_timeline
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,6 @@ class RunData:
         return max(times) if times else None
 
 
-def _cell(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def read_results(path: Path) -> list[dict[str, float | None]]:
     """One row per epoch from results.csv (numbers; blank or bad cells are None).
 
@@ -73,7 +65,7 @@ def read_results(path: Path) -> list[dict[str, float | None]]:
         for row in reader:
             if len(row) != len(header):
                 continue
-            values = {name: _cell(cell) for name, cell in zip(header, row, strict=True)}
+            values = {name: parse_number(cell) for name, cell in zip(header, row, strict=True)}
             epoch = values.get("epoch")
             if epoch is not None:
                 by_epoch[epoch] = values

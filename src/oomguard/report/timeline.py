@@ -126,7 +126,8 @@ class _Folder:
         return out
 
 
-def _number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
+    """A finite number from a CSV cell, or None for a blank, bad, NaN or infinite one."""
     try:
         value = float(text)
     except ValueError:
@@ -169,7 +170,7 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
                     float(row[child_i]) if child_i is not None and row[child_i] else 0.0)
                 alloc = float(row[alloc_i]) if alloc_i is not None and row[alloc_i] else 0.0
                 reserved = float(row[res_i]) if res_i is not None and row[res_i] else 0.0
-                avail = _number(row[avail_i]) if avail_i is not None and row[avail_i] else None
+                avail = parse_number(row[avail_i]) if avail_i is not None and row[avail_i] else None
                 rank = int(row[rank_i]) if rank_i is not None and row[rank_i] else 0
             except ValueError:
                 continue  # a repeated header or a torn number
