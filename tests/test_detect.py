@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from cli_helpers import oomguard
+from oomguard.events import read_events
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ultralytics") is None,
@@ -119,6 +120,116 @@ def test_a_detection_run_killed_mid_epoch_is_restarted_and_finishes(tmp_path: Pa
     assert any(e["event"] == "kill" for e in log) and any(e["event"] == "restart" for e in log)
     assert [int(row["epoch"]) for row in rows(run)] == [1, 2, 3, 4]
     assert log[-1]["event"] == "finish"
+
+
+def kill_after_checkpoints(argv: list[str], cwd: Path, run: Path, count: int = 1) -> None:
+    """Start ``oomguard ARGV`` and SIGKILL it once it has written ``count`` epochs' checkpoints."""
+    env = {**os.environ, "OOMGUARD_CACHE": str(cwd / "cache"), **ENV}
+    process = subprocess.Popen([sys.executable, "-m", "oomguard", *argv], cwd=cwd, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    seen = len(list(read_events(run / "events.jsonl")))
+    while [e["event"] for e in list(read_events(run / "events.jsonl"))[seen:]].count("checkpoint") < count:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.01)
+    process.kill()
+    process.wait(timeout=30)
+
+
+def test_memory_pressure_checkpoints_mid_epoch_exits_75_and_the_resume_finishes(tmp_path: Path) -> None:
+    data = make_detection_dataset(tmp_path / "boxes", train=48)
+    run = tmp_path / "runs" / "exp"
+    base = ["train", "--no-supervise", *args(data, 3), "microbatch=8"]  # 6 batches an epoch
+    low = "min_available=100000GB"  # more than any machine has: pressure from the first batch on
+
+    # In a first epoch ultralytics has nothing to resume from: no checkpoint, exit 75, epoch 1 starts over.
+    first = oomguard(*base, low, cwd=tmp_path, env=ENV)
+    assert first.returncode == 75, first.stderr
+    assert "no resumable checkpoint inside a first epoch (epoch 1 starts over on resume)" in first.stdout
+    log = events(run)
+    pressure = [e for e in log if e["event"] == "pressure"]
+    assert [(e["action"], e["epoch"], e["step"]) for e in pressure] == [("checkpoint", 1, 1), ("exit", 1, 4)]
+    assert all(e["need"] > 0 and e["min_available"] == 100_000 * 10**9 for e in pressure)
+    assert "checkpoint" not in [e["event"] for e in log] and log[-1]["event"] == "stop"
+    assert not (run / "results.csv").exists() and not (run / "yolo" / "weights" / "last.pt").exists()
+
+    # Epoch 1 done (then killed); pressure inside epoch 2 saves ultralytics' last.pt as "epoch 1 finished".
+    kill_after_checkpoints([*base, "--resume", "min_available=auto"], tmp_path, run)
+    second = oomguard(*base, "--resume", low, cwd=tmp_path, env=ENV)
+    assert second.returncode == 75, second.stderr
+    log = events(run)
+    tail = log[max(i for i, e in enumerate(log) if e["event"] == "start"):]
+    assert [e["event"] for e in tail] == ["start", "plan", "pressure", "checkpoint", "pressure", "checkpoint",
+                                          "stop"]
+    assert tail[0]["resume"] is True
+    saves = [e for e in tail if e["event"] == "checkpoint"]
+    assert all(e["epoch"] == 1 and e["path"] == str(run / "yolo" / "weights" / "last.pt") for e in saves)
+    assert [e["step"] for e in saves] == [1, 4] and tail[-1]["epoch"] == 1
+    assert torch.load(run / "yolo" / "weights" / "last.pt", weights_only=False)["epoch"] == 0
+    assert [int(row["epoch"]) for row in rows(run)] == [1]
+
+    third = oomguard(*base, "--resume", "min_available=auto", cwd=tmp_path, env=ENV)
+    assert third.returncode == 0, third.stderr
+    assert [int(row["epoch"]) for row in rows(run)] == [1, 2, 3]
+    assert events(run)[-1]["event"] == "finish"
+    assert (run / "report.html").is_file()
+
+
+def write_staged_config(path: Path, data: Path) -> Path:
+    path.write_text(f"task: detect\nmodel: yolov8n.yaml\ndata: {data}\nbatch: 8\nworkers: 0\n"
+                    "stages:\n  - {epochs: 1, imgsz: 64}\n  - {epochs: 1, imgsz: 96, lr: 0.001}\n")
+    return path
+
+
+def test_detection_stages_train_one_after_the_other_into_one_run_directory(tmp_path: Path) -> None:
+    data = make_detection_dataset(tmp_path / "boxes", train=8, val=2)
+    config = write_staged_config(tmp_path / "staged.yaml", data)
+    done = oomguard("train", "--no-supervise", str(config), cwd=tmp_path, env=ENV)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "exp"
+    table = rows(run)
+    assert [(int(row["epoch"]), int(row["stage"])) for row in table] == [(1, 1), (2, 2)]
+    assert list(table[0])[:3] == ["epoch", "stage", "train_loss"]
+    for name in ("config.yaml", "memory.csv", "weights/last.pt", "weights/best.pt", "report.html"):
+        assert (run / name).is_file(), name
+    assert torch.load(run / "weights" / "last.pt", weights_only=True)["epoch"] == 2
+    for stage in ("stage-1", "stage-2"):
+        assert (run / "yolo" / stage / "weights" / "last.pt").is_file(), stage
+    second = torch.load(run / "yolo" / "stage-2" / "weights" / "last.pt", weights_only=False)["train_args"]
+    assert Path(tmp_path, second["model"]) == run / "yolo" / "stage-1" / "weights" / "last.pt"
+    assert (second["imgsz"], second["lr0"]) == (96, 0.001)
+    log = events(run)
+    stages = [e for e in log if e["event"] == "stage"]
+    assert [(e["stage"], e["stages"], e["first_epoch"], e["last_epoch"], e["resume"]) for e in stages] == [
+        (1, 2, 1, 1, False), (2, 2, 2, 2, False)]
+    assert stages[1]["overrides"] == {"epochs": 1, "imgsz": 96, "lr": 0.001}
+    assert [e["event"] for e in log].count("plan") == 2  # a new image size, a new plan
+
+    # Resuming a finished staged run trains nothing more.
+    again = oomguard("train", "--no-supervise", "--resume", str(config), cwd=tmp_path, env=ENV)
+    assert again.returncode == 0, again.stderr
+    assert "all epochs were already trained" in again.stdout
+    assert [int(row["epoch"]) for row in rows(run)] == [1, 2]
+
+
+def test_a_staged_detection_run_resumes_in_the_stage_it_was_stopped_in(tmp_path: Path) -> None:
+    data = make_detection_dataset(tmp_path / "boxes", train=8, val=2)
+    config = tmp_path / "staged.yaml"
+    config.write_text(f"task: detect\nmodel: yolov8n.yaml\ndata: {data}\nbatch: 8\nworkers: 0\n"
+                      "microbatch: 2\nstages:\n  - {epochs: 1, imgsz: 64}\n  - {epochs: 2, imgsz: 96}\n")
+    run = tmp_path / "runs" / "exp"
+    kill_after_checkpoints(["train", "--no-supervise", str(config)], tmp_path, run, count=2)
+    assert [(int(row["epoch"]), int(row["stage"])) for row in rows(run)] == [(1, 1), (2, 2)]
+
+    done = oomguard("train", "--no-supervise", "--resume", str(config), cwd=tmp_path, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert [(int(row["epoch"]), int(row["stage"])) for row in rows(run)] == [(1, 1), (2, 2), (3, 2)]
+    log = events(run)
+    tail = log[max(i for i, e in enumerate(log) if e["event"] == "start"):]
+    stages = [e for e in tail if e["event"] == "stage"]
+    assert [(e["stage"], e["resume"], e["epoch"]) for e in stages] == [(2, True, 2)]  # inside stage 2
+    assert [e["epoch"] for e in tail if e["event"] == "epoch"] == [3]
 
 
 def test_a_detection_config_without_a_yolo_model_is_refused_before_any_work(tmp_path: Path) -> None:
