@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from oomguard.errors import ConfigError
 from oomguard.units import parse_duration, parse_memory_limit, parse_size
@@ -58,6 +58,11 @@ EXPECTED: dict[str, str] = {
     "rehearse": "true or false",
     "tensorboard": "true or false",
     "stages": "a list of mappings of overrides",
+    "nproc": "a positive number of processes per machine",
+    "nnodes": "a positive number of machines",
+    "node_rank": "this machine's index, from 0 to nnodes - 1",
+    "master_addr": "the host name or address of machine 0",
+    "master_port": "a TCP port from 1 to 65535, or 0 (a free one, on one machine)",
 }
 
 
@@ -112,6 +117,23 @@ class Config(BaseModel):
     rehearse: bool = False
     tensorboard: bool = False
     stages: list[dict[str, Any]] | None = None
+    nproc: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(0, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _node_rank_in_range(self) -> Config:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank={self.node_rank} is not below nnodes={self.nnodes}")
+        if self.nnodes > 1 and self.master_port == 0:
+            raise ValueError("nnodes > 1 needs master_port= a port every machine can reach, e.g. 29500")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
 
     @field_validator("microbatch", "val_batch", mode="before")
     @classmethod
@@ -224,7 +246,9 @@ def build_config(values: dict[str, Any]) -> Config:
         return Config(**values)
     except ValidationError as err:
         first = err.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else "config"
+        if not first["loc"]:  # a rule across keys (model_validator): its own words
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
+        key = str(first["loc"][0])
         given = values.get(key, first.get("input"))
         expected = EXPECTED.get(key, first["msg"])
         raise ConfigError(f"bad value for {key!r}: expected {expected}, got {given!r}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -22,6 +23,7 @@ from oomguard.rundir import RunDir
 from oomguard.units import format_bytes
 
 if TYPE_CHECKING:
+    from oomguard.distributed.group import Group
     from oomguard.loop.progress import ProgressPrinter
     from oomguard.loop.state import State
 
@@ -34,6 +36,9 @@ def train_command(args: list[str], resume: bool, supervise: bool) -> int:
         raise ConfigError("tensorboard=true needs tensorboard: pip install tensorboard")
     if is_detect(config):
         check_detect_config(config)
+        if config.world_size > 1:
+            raise ConfigError("nproc/nnodes are not available with task=detect yet; train detection on one "
+                              "process (ultralytics' own multi-GPU runs outside oomguard)")
     if config.stages:
         from oomguard.loop.stages import stage_configs
 
@@ -41,8 +46,26 @@ def train_command(args: list[str], resume: bool, supervise: bool) -> int:
     if config.rehearse:
         return rehearse_command(config)
     run = RunDir(config.run_dir)
+    from oomguard.distributed.group import launched_rank
+
+    if launched_rank():  # one rank of a group: the launcher prepared the run directory
+        from oomguard.distributed.launch import GROUP_ENV
+
+        if GROUP_ENV not in os.environ:
+            raise ConfigError("start a data-parallel run with oomguard train nproc=N, not torchrun: "
+                              "oomguard launches the ranks itself")
+        return train_in_process(config, run, resume=True)
     run.prepare(resume)
     write_config(config, run)
+    if config.world_size > 1 and not supervise:  # this process becomes the group's launcher
+        from oomguard.checkpoint import RunLock
+        from oomguard.distributed.launch import launch_group
+
+        with RunLock(run.root):
+            code = launch_group(config, args)
+        if code == 0 and config.node_rank == 0:
+            _write_report(run, print)
+        return code
     if supervise:
         from oomguard.supervise.train import child_argv, supervise_train
 
@@ -63,13 +86,19 @@ def rehearse_command(config: Config) -> int:
 
 
 @contextmanager
-def stop_on_signals(request_stop: object) -> Iterator[None]:
-    """First Ctrl-C/SIGTERM: stop at the next step boundary, after a checkpoint; second: now."""
+def stop_on_signals(request_stop: object, repeat_stops_now: bool = True) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: stop at the next step boundary, after a checkpoint; second: now.
+
+    A rank of a group only ever stops at a step boundary (the launcher's own
+    stop follows the terminal's Ctrl-C; the launcher kills it if it takes too long).
+    """
     seen: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if seen:
+        if seen and repeat_stops_now:
             raise KeyboardInterrupt
+        if seen:
+            return
         seen.append(signum)
         print("\noomguard: stopping after this step (checkpointing); Ctrl-C again to stop now",
               file=sys.stderr)
@@ -86,29 +115,38 @@ def stop_on_signals(request_stop: object) -> Iterator[None]:
 def train_in_process(config: Config, run: RunDir, resume: bool) -> int:
     """Train in this process; the exit code says how it ended."""
     from oomguard.checkpoint import RunLock
+    from oomguard.distributed.group import launched_rank
 
     if is_detect(config):  # ultralytics trains; oomguard plans, records and resumes
         from oomguard.detect import train_detect
 
         with RunLock(run.root):
             code = train_detect(config, run, resume)
-        _write_report(run, print)
+        if code == 0:  # a pressure exit is resumed; the report comes at the end
+            _write_report(run, print)
         return code
     from oomguard.events import EventLog
     from oomguard.loop.progress import ProgressPrinter
     from oomguard.loop.stages import Stages, total_epochs
 
     started = time.monotonic()
-    with RunLock(run.root):
-        events = EventLog(run.events)
-        printer = ProgressPrinter()
-        stages = Stages(config, run, events, say=printer.print)
+    group = _join_group(config) if launched_rank() else None
+    main = group is None or group.is_main
+    # A group's launcher holds the run's lock for all its ranks.
+    with RunLock(run.root) if group is None else contextlib.nullcontext():
+        events = EventLog(run.events, rank=group.rank if group is not None else 0)
+        printer = ProgressPrinter(quiet=not main)
+        stages = Stages(config, run, events, say=printer.print, group=group)
         state, resumed = stages.first(resume)
-        events.emit(
-            "start", pid=os.getpid(), resume=resumed is not None, device=str(state.device.torch_device),
-            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
-            attempt=int(os.environ.get("OOMGUARD_ATTEMPT", "1")), config=config.model_dump(mode="json"),
-        )
+        ranks = {"ranks": group.world, "pids": [pid for (pid,) in group.gather_ints([os.getpid()])]} \
+            if group is not None else {}
+        if main:
+            events.emit(
+                "start", pid=os.getpid(), resume=resumed is not None, device=str(state.device.torch_device),
+                budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
+                attempt=int(os.environ.get("OOMGUARD_ATTEMPT", "1")), config=config.model_dump(mode="json"),
+                **ranks,
+            )
         if resumed is not None:
             printer.print(f"resuming {run.root} from {resumed.name}: epoch {state.epoch + 1}, "
                           f"sample {state.position}, step {state.step}")
@@ -122,23 +160,36 @@ def train_in_process(config: Config, run: RunDir, resume: bool) -> int:
             current = stages.next(state)
         seconds = time.monotonic() - started
         if state.stop_reason is not None:
-            events.emit("stop", reason=state.stop_reason, epoch=state.epoch, step=state.step)
+            if main:
+                events.emit("stop", reason=state.stop_reason, epoch=state.epoch, step=state.step)
             if "exit_code" in state.extra:  # memory pressure that shrinking did not relieve
+                need = state.extra.get("need")
                 printer.print(f"stopped: {state.stop_reason}, even at microbatch {state.guard.microbatch}; "
                               f"checkpointed at step {state.step}; resume when "
-                              f"{format_bytes(state.extra['need'])} is available (the supervisor waits "
-                              f"for it): oomguard train --resume project={config.project} name={config.name}")
+                              f"{format_bytes(need) if need else 'more memory'} is available (the supervisor "
+                              f"waits for it): oomguard train --resume project={config.project} "
+                              f"name={config.name}")
                 return int(state.extra["exit_code"])
             printer.print(f"stopped ({state.stop_reason}); continue with: oomguard train --resume "
                           f"project={config.project} name={config.name}")
             return EXIT_INTERRUPTED
-        events.emit("finish", epochs=total_epochs(stages.configs), seconds=round(seconds, 2), best=state.best,
-                    metrics=state.metrics)
+        if main:
+            events.emit("finish", epochs=total_epochs(stages.configs), seconds=round(seconds, 2),
+                        best=state.best, metrics=state.metrics)
     best = state.best if state.best is not None else float("nan")
     printer.print(f"finished in {seconds:.0f}s; best {state.task.primary_metric} {best:.4f}; "
                   f"results in {run.root}")
-    _write_report(run, printer.print)
+    if group is None:  # a group's launcher writes the report once every rank is done
+        _write_report(run, printer.print)
     return 0
+
+
+def _join_group(config: Config) -> Group:
+    """This rank's place in the group the launcher started (the process group joined on its device)."""
+    from oomguard.distributed.group import Group
+    from oomguard.loop.setup import rank_device
+
+    return Group.join(rank_device(config, int(os.environ.get("LOCAL_RANK", "0"))))
 
 
 def _fit_stage(state: State, printer: ProgressPrinter) -> None:
@@ -150,16 +201,17 @@ def _fit_stage(state: State, printer: ProgressPrinter) -> None:
     from oomguard.loop.train import fit
 
     checkpointing = Checkpointing(state, console=printer.print)
+    guardian = MemoryGuardian(state, checkpointing, console=printer.print)
     chain = [printer, ResultsWriter(state.task.metric_names, staged=state.stage is not None), checkpointing,
-             MemoryGuardian(state, checkpointing, console=printer.print)]
-    if state.config.tensorboard:
+             guardian] if state.is_main else [checkpointing, guardian]  # other ranks: memory only
+    if state.config.tensorboard and state.is_main:
         from oomguard.loop.tensorboard import TensorBoardCallback
 
         chain.append(TensorBoardCallback(state))
     callbacks = CallbackList(chain)
     state.memory.start()
     try:
-        with stop_on_signals(state.request_stop):
+        with stop_on_signals(state.request_stop, repeat_stops_now=state.group is None):
             fit(state, callbacks)
     finally:
         state.memory.stop()

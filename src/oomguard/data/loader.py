@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from oomguard.data.sampler import ResumableSampler, mix_seed
+from oomguard.data.shard import RankBatches
 
 
 def seed_worker(seed: int, worker_id: int) -> None:
@@ -41,6 +42,13 @@ def make_train_loader(dataset: Dataset, batch: int, sampler: ResumableSampler, w
     """Batches of ``batch`` samples in the sampler's order; the last batch of an epoch may be smaller."""
     return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=False,
                       pin_memory=pin_memory, **_worker_options(workers, seed))  # type: ignore[arg-type]
+
+
+def make_rank_loader(dataset: Dataset, batches: RankBatches, workers: int, seed: int, *,
+                     pin_memory: bool = False) -> DataLoader:
+    """This rank's slice of each global batch (a data-parallel group's training loader)."""
+    return DataLoader(dataset, batch_sampler=batches, pin_memory=pin_memory,  # type: ignore[arg-type]
+                      **_worker_options(workers, seed))  # type: ignore[arg-type]
 
 
 def make_eval_loader(dataset: Dataset, batch: int, workers: int, *, seed: int = 0,

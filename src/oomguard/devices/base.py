@@ -48,12 +48,17 @@ class Device(ABC):
     unified: bool = False
     #: The allocator raises an OOM exception at a limit we can set.
     has_hard_limit: bool = False
+    #: torch.distributed's backend for collectives on this device's tensors.
+    collective_backend: str = "gloo"
 
     def __init__(self, torch_device: torch.device) -> None:
         self.torch_device = torch_device
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.torch_device})"
+
+    def bind(self) -> None:
+        """Make this device the process's current one (a rank of a group on a multi-GPU machine)."""
 
     @abstractmethod
     def total_memory(self) -> int:

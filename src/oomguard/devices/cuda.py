@@ -11,10 +11,14 @@ class CUDADevice(Device):
     kind = "cuda"
     unified = False
     has_hard_limit = True
+    collective_backend = "nccl"
 
     def __init__(self, index: int = 0) -> None:
         super().__init__(torch.device("cuda", index))
         self.index = index
+
+    def bind(self) -> None:
+        torch.cuda.set_device(self.index)
 
     def total_memory(self) -> int:
         return int(torch.cuda.get_device_properties(self.index).total_memory)

@@ -12,10 +12,15 @@ optimizer. On an OOM, or on CPU and unified memory when the measured peak
 crossed the budget, it drops the partial step, empties the cache, shrinks to
 the largest size the measurements say fits and redoes the same batch.
 Evaluation has its own microbatch and shrinks on its own.
+
+With a DistributedDataParallel model every rank agrees on each attempt's
+microbatch and on any failure before anything collective happens
+(:mod:`oomguard.engine.ddp`), so ranks shrink together and never deadlock.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from torch import nn
 
 from oomguard.devices import Device, get_device
 from oomguard.devices.base import OverBudget, is_oom
+from oomguard.engine.ddp import PeerOutOfMemory, StepSync, ddp_module
 from oomguard.engine.plan import Plan
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
@@ -80,7 +86,7 @@ class Guard:
         scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
         events: EventLog | None = None, sampler: MemorySampler | None = None,
         clip_grad_norm: float | None = None, grow_after: int = 50, headroom: float = 0.9,
-        memory_cap: int | None = None,
+        memory_cap: int | None = None, budget_share: int = 1,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ConfigError(f"headroom={headroom!r}: expected a fraction in (0, 1], e.g. 0.9")
@@ -90,7 +96,8 @@ class Guard:
         eval_size = _size_arg("eval_microbatch", eval_microbatch)
         self.model, self.optimizer = model, optimizer
         self.device = _device_of(model, device)
-        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap)
+        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap,
+                                             share=budget_share)
         if self.budget.limit is not None and self.device.has_hard_limit:
             self.device.set_hard_limit(self.budget.limit)
         run = Path(run_dir) if run_dir is not None else None
@@ -110,6 +117,12 @@ class Guard:
         self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
                            grow_after)
         self.last_plan: Plan | None = None
+        wrapper = ddp_module(model)
+        self.sync: StepSync | None = None
+        if wrapper is not None:
+            from oomguard.distributed.group import Group
+
+            self.sync = StepSync(Group.join(self.device), wrapper)
         self.steps = 0
         #: Largest peak (budget bytes) measured in a step or evaluation since :meth:`reset_peak_memory`.
         self.peak_memory = 0
@@ -137,21 +150,30 @@ class Guard:
             self.plan(batch, loss_fn)
         self._release_if_near_budget()
         while True:
+            scale = self._agree(phase, total) if self.sync is not None else 1.0
             spans = chunk_spans(total, phase.size)
             self.meter.mark()
             failure = None
+            peer = False
             try:
-                loss = self.runner.accumulate(batch, total, spans, loss_fn)
+                loss = self.runner.accumulate(batch, total, spans, loss_fn, self.sync, scale)
+            except PeerOutOfMemory:
+                peer = True
             except Exception as exc:
                 if not is_oom(exc):
                     raise
                 failure = self._failure(exc)
             # Out of the except block: the traceback and the tensors its frames held are gone.
-            if failure is None:
+            if self.sync is not None:
+                peer = self.sync.settle(failure is not None) and failure is None
+            if failure is None and not peer:
                 break
             self.runner.drop_gradients()
-            self._note(failure[0])
-            self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
+            if self.sync is not None:
+                self.sync.reset()
+            if failure is not None:
+                self._note(failure[0])
+                self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
         # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
         # step) does not depend on them.
         accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
@@ -168,6 +190,16 @@ class Guard:
         if self.sampler is not None:
             self.sampler.step = self.steps
         return loss
+
+    def _agree(self, phase: Phase, total: int) -> float:
+        """Take the group's microbatch for this attempt (the smallest proposed); this rank's loss weight."""
+        assert self.sync is not None
+        agreed, scale = self.sync.begin(total, phase.size)
+        if agreed < phase.size:
+            self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": agreed},
+                             reason="another rank of the group runs smaller", predicted=None)
+            phase.size = agreed
+        return scale
 
     def _release_if_near_budget(self) -> None:
         """Near a host-memory budget, hand the heap's free pages back before measuring a step.
@@ -253,9 +285,12 @@ class Guard:
     def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None) -> Plan:
         train, evaluation = self.sizer.train, self.sizer.eval
         total = batch_size(batch)
-        plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
-                     eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
-                     headroom=self.sizer.headroom, reserve=self.sizer.reserve if self.device.unified else 0)
+        local = self.sync.no_sync() if self.sync is not None else contextlib.nullcontext()
+        with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
+            plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
+                         eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
+                         headroom=self.sizer.headroom,
+                         reserve=self.sizer.reserve if self.device.unified else 0)
         self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
         self.sizer.base = plan.start
         if loss_fn is not None:

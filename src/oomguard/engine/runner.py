@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from oomguard.devices.base import Device, OverBudget
+from oomguard.engine.ddp import StepSync
 from oomguard.engine.split import detach_cpu, iter_chunks, to_device
 from oomguard.memory.meter import MemoryMeter
 
@@ -48,6 +50,8 @@ class Runner:
         self.amp_dtype = amp_dtype
         self.clip_grad_norm = clip_grad_norm
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        #: Evaluation runs the plain module: a DDP wrapper's forward is for training steps.
+        self.eval_model = model.module if isinstance(model, DistributedDataParallel) else model
         #: The peak measured at the last check (bytes), for growth and the loop's records.
         self.last_peak: int | None = None
 
@@ -65,34 +69,50 @@ class Runner:
         if peak > self.limit:
             raise OverBudget(peak, self.limit)
 
-    def accumulate(self, batch: Any, total: int, spans: list[tuple[int, int]], loss_fn: LossFn
-                   ) -> torch.Tensor:
+    def accumulate(self, batch: Any, total: int, spans: list[tuple[int, int]], loss_fn: LossFn,
+                   sync: StepSync | None = None, scale: float = 1.0) -> torch.Tensor:
         """Forward and backward each span, each loss weighted by its share of ``total`` samples.
 
-        The gradients add up to those of the mean loss over all spans; the
-        return value is that mean loss, detached, without a device sync.
+        The gradients add up to those of the mean loss over all spans (times
+        ``scale``, a rank's share of a group's batch); the return value is that
+        mean loss, unscaled, detached, without a device sync. Under DDP (``sync``)
+        every span but the last accumulates without the gradient all-reduce.
         """
         whole: torch.Tensor | None = None
         single = len(spans) == 1 and spans[0][1] - spans[0][0] == total
-        for chunk, count in iter_chunks(batch, total, spans):
-            microbatch = to_device(chunk, self.device.torch_device)
-            with self.autocast():
-                loss = loss_fn(self.model, microbatch)
-            del microbatch
-            weighted = loss if single else loss * (count / total)
-            if self.scaler is not None:
-                weighted = self.scaler.scale(weighted)
-            weighted.backward()
-            value = loss.detach()
-            if value.dtype in _HALF:
-                value = value.float()
-            if not single:
-                value = value * (count / total)
+        last = len(spans) - 1
+        for index, (chunk, count) in enumerate(iter_chunks(batch, total, spans)):
+            local = sync.no_sync() if sync is not None and index < last else contextlib.nullcontext()
+            gate = sync.gate if sync is not None and index == last else None
+            with local:
+                value = self._forward_backward(chunk, count, total, single, scale, loss_fn, gate)
             whole = value if whole is None else whole + value
-            del loss, weighted
             self.check()
         assert whole is not None, "no samples to train on"
         return whole
+
+    def _forward_backward(self, chunk: Any, count: int, total: int, single: bool, scale: float,
+                          loss_fn: LossFn, gate: Callable[[], None] | None = None) -> torch.Tensor:
+        """One span's forward and weighted backward; its share of the mean loss, detached.
+
+        ``gate`` runs between the two (a group's agreement before the gradient all-reduce).
+        """
+        microbatch = to_device(chunk, self.device.torch_device)
+        with self.autocast():
+            loss = loss_fn(self.model, microbatch)
+        del microbatch
+        if gate is not None:
+            gate()
+        weighted = loss if single else loss * (count / total)
+        if scale != 1.0:
+            weighted = weighted * scale
+        if self.scaler is not None:
+            weighted = self.scaler.scale(weighted)
+        weighted.backward()
+        value = loss.detach()
+        if value.dtype in _HALF:
+            value = value.float()
+        return value if single else value * (count / total)
 
     def optimizer_step(self) -> None:
         """Clip if asked, step (through the GradScaler under AMP) and free the gradients."""
@@ -116,7 +136,7 @@ class Runner:
             for chunk, _count in iter_chunks(batch, total, spans):
                 microbatch = to_device(chunk, self.device.torch_device)
                 with self.autocast():
-                    out = fn(self.model, microbatch)
+                    out = fn(self.eval_model, microbatch)
                 del microbatch
                 outputs.append(detach_cpu(out))
                 del out

@@ -69,8 +69,12 @@ class Checkpointing(Callback):
                                      console=console)
         self.writer = AsyncCheckpointer(self.store, every=state.config.checkpoint_every)
         self._best_this_epoch = False
+        #: Only rank 0 of a group writes: every rank holds the same weights, optimizer and data position.
+        self.writes = state.is_main
 
     def _save(self, state: State, *, epoch_done: bool, best: bool = False) -> None:
+        if not self.writes:
+            return
         self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)
 
     def save_now(self, state: State) -> None:
@@ -79,7 +83,7 @@ class Checkpointing(Callback):
         self.writer.wait()
 
     def on_step_end(self, state: State) -> None:
-        if self.writer.due():
+        if self.writes and self.writer.due():
             self._save(state, epoch_done=False)
         if self.writer.should_stop:
             state.request_stop(self.writer.stop_reason or "checkpoints cannot be written")

@@ -49,7 +49,9 @@ def epoch_summary(state: State) -> str:
 class ProgressPrinter(Callback):
     """Rich bar when ``stream`` is a terminal; otherwise a plain line every ``every`` seconds."""
 
-    def __init__(self, stream: TextIO | None = None, every: float = 10.0) -> None:
+    def __init__(self, stream: TextIO | None = None, every: float = 10.0, quiet: bool = False) -> None:
+        #: Print nothing (ranks other than 0 of a group: one voice per run).
+        self.quiet = quiet
         self.stream = stream or sys.stdout
         self.every = every
         self.live = self.stream.isatty()
@@ -61,6 +63,8 @@ class ProgressPrinter(Callback):
         self._started = 0.0
 
     def print(self, text: str) -> None:
+        if self.quiet:
+            return
         self.console.print(text, markup=False, soft_wrap=True)
 
     def _speed(self, state: State) -> float:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from oomguard.config import Config
-from oomguard.data.loader import make_eval_loader, make_train_loader
+from oomguard.data.loader import make_eval_loader, make_rank_loader, make_train_loader
 from oomguard.data.sampler import ResumableSampler
+from oomguard.data.shard import RankBatches
 from oomguard.devices import Device, get_device
+from oomguard.distributed.group import Group
 from oomguard.engine.guard import Guard
 from oomguard.events import EventLog
 from oomguard.loop.schedule import DEFAULT_WEIGHT_DECAY, base_lr
@@ -48,29 +53,72 @@ def amp_settings(config: Config, device: Device) -> tuple[torch.dtype | None, to
     return torch.bfloat16, None
 
 
-def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = True) -> State:
-    """Everything the loop needs, fresh; a resume then loads a checkpoint into it."""
-    seed_everything(config.seed, config.deterministic)
+def rank_device(config: Config, local_rank: int | None) -> Device:
+    """``config.device``; for a rank of a group on a multi-GPU machine, the GPU of its local rank."""
     device = get_device(config.device)
+    if local_rank is not None and device.kind == "cuda" and config.device in ("auto", "cuda"):
+        device = get_device(f"cuda:{local_rank}")
+    return device
+
+
+def data_parallel(model: torch.nn.Module, device: Device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel, with no collective in its forward.
+
+    Buffers are not synchronised in forwards: that is a collective, and a rank
+    redoing a step after an OOM runs more forwards than its peers. BatchNorm
+    statistics stay per rank; checkpoints hold rank 0's.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.torch_device] if device.kind == "cuda" else None
+    names = inspect.signature(DistributedDataParallel).parameters
+    # The old name warns from torch 2.13 on; older torch has only it.
+    no_buffer_sync: dict[str, Any] = {
+        "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True, **no_buffer_sync)
+
+
+def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = True,
+                group: Group | None = None) -> State:
+    """Everything the loop needs, fresh; a resume then loads a checkpoint into it.
+
+    In a data-parallel ``group`` the Guard trains a DistributedDataParallel
+    wrapper (State.model stays the plain module, for checkpoints and
+    evaluation), each rank loads its slice of every global batch and
+    evaluates its slice of the validation set.
+    """
+    seed_everything(config.seed, config.deterministic)
+    device = rank_device(config, group.local_rank if group is not None else None)
     task = build_task(config)
     model = task.build_model().to(device.torch_device)
     optimizer = make_optimizer(config, model)
     amp_dtype, scaler = amp_settings(config, device)
-    memory = MemorySampler(device, run.memory if timeline else None, interval=config.sample_every)
+    rank = group.rank if group is not None else 0
+    memory = MemorySampler(device, run.memory if timeline else None, interval=config.sample_every, rank=rank)
+    trained: torch.nn.Module = model
+    if group is not None:
+        trained = data_parallel(model, device)
     guard = Guard(
-        model, optimizer, memory_limit=config.memory_limit, microbatch=config.microbatch,
+        trained, optimizer, memory_limit=config.memory_limit, microbatch=config.microbatch,
         eval_microbatch=config.val_batch, ceiling=config.batch, device=device, scaler=scaler,
         amp_dtype=amp_dtype, events=events, sampler=memory, memory_cap=config.memory_cap,
+        budget_share=group.local_world if group is not None else 1,
     )
     sampler = ResumableSampler(len(task.train_set), seed=config.seed)
-    train_loader = make_train_loader(task.train_set, config.batch, sampler, config.workers, config.seed)
     eval_batch = max(config.batch, config.val_batch if isinstance(config.val_batch, int) else 0)
-    val_loader = make_eval_loader(task.val_set, eval_batch, config.workers)
+    if group is None:
+        train_loader = make_train_loader(task.train_set, config.batch, sampler, config.workers, config.seed)
+        val_set = task.val_set
+    else:
+        batches = RankBatches(sampler, config.batch, group.rank, group.world)
+        train_loader = make_rank_loader(task.train_set, batches, config.workers, config.seed)
+        val_set = Subset(task.val_set, range(group.rank, len(task.val_set), group.world))  # type: ignore[assignment]
+    val_loader = make_eval_loader(val_set, eval_batch, config.workers)
     steps_per_epoch = -(-len(task.train_set) // config.batch)
     state = State(
         config=config, run=run, device=device, task=task, model=model, optimizer=optimizer,
         guard=guard, sampler=sampler, events=events, memory=memory, train_loader=train_loader,
-        val_loader=val_loader, steps_per_epoch=steps_per_epoch, scaler=scaler,
+        val_loader=val_loader, steps_per_epoch=steps_per_epoch, scaler=scaler, group=group,
     )
     memory.add_listener(lambda sample: _track_peak(state, sample.tree_rss, sample.device_reserved))
     return state

@@ -20,6 +20,7 @@ import torch
 
 from oomguard.checkpoint import CheckpointStore
 from oomguard.config import Config, build_config
+from oomguard.distributed.group import Group
 from oomguard.errors import ConfigError
 from oomguard.events import EventLog
 from oomguard.loop.checkpointing import restore
@@ -57,7 +58,7 @@ class Stages:
     """Opens the State of the stage to train now, and the next one when a stage finishes."""
 
     def __init__(self, config: Config, run: RunDir, events: EventLog,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, group: Group | None = None) -> None:
         self.configs = stage_configs(config)
         self.overrides = list(config.stages or [])
         self.staged = bool(config.stages)
@@ -65,10 +66,11 @@ class Stages:
         self.events = events
         self.say = say
         self.keep = config.keep
+        self.group = group
 
     def _open(self, index: int, weights: dict[str, torch.Tensor] | None = None, epoch_offset: int = 0,
               step_offset: int = 0, best: float | None = None) -> State:
-        state = build_state(self.configs[index], self.run, self.events)
+        state = build_state(self.configs[index], self.run, self.events, group=self.group)
         if self.staged:
             state.stage = index
             state.epoch_offset, state.step_offset, state.step = epoch_offset, step_offset, step_offset
@@ -108,7 +110,7 @@ class Stages:
 
     def announce(self, state: State, resumed: bool) -> None:
         """The ``stage`` event (and a console line) as a stage starts or resumes."""
-        if state.stage is None:
+        if state.stage is None or not state.is_main:
             return
         overrides = self.overrides[state.stage]
         first = state.epoch_offset + 1

@@ -17,6 +17,7 @@ from oomguard.rundir import RunDir
 
 if TYPE_CHECKING:
     from oomguard.data.sampler import ResumableSampler
+    from oomguard.distributed.group import Group
     from oomguard.engine.guard import Guard
     from oomguard.tasks.base import Task
 
@@ -60,6 +61,14 @@ class State:
     epoch_offset: int = 0  # epochs of the stages before this one (results.csv numbers across stages)
     step_offset: int = 0  # the global step this stage started at (its lr schedule starts over)
     extra: dict[str, Any] = field(default_factory=dict)
+    group: Group | None = None  # the data-parallel group this process is a rank of
+    #: A rank's own stop request, until the group agrees on it (at the next step) and stops together.
+    stop_requested: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes checkpoints, results.csv and the report (rank 0, or the only one)."""
+        return self.group is None or self.group.is_main
 
     @property
     def train_loss(self) -> float:
@@ -70,6 +79,8 @@ class State:
         return self.epoch >= self.config.epochs
 
     def request_stop(self, reason: str) -> None:
-        """Ask the loop to stop at the next step boundary (after a checkpoint)."""
-        if self.stop_reason is None:
+        """Ask the loop to stop at the next step boundary (after a checkpoint); a group, a step later."""
+        if self.group is not None:
+            self.stop_requested = self.stop_requested or reason
+        elif self.stop_reason is None:
             self.stop_reason = reason

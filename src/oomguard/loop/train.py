@@ -25,10 +25,12 @@ import time
 
 import torch
 
+from oomguard.data.sampler import mix_seed
 from oomguard.engine.split import batch_size
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.schedule import lr_at
 from oomguard.loop.state import State
+from oomguard.supervise.codes import EXIT_PRESSURE
 
 
 def should_validate(state: State) -> bool:
@@ -46,6 +48,8 @@ def validate(state: State) -> dict[str, float]:
             metrics.update(outputs, batch)
     finally:
         state.model.train()
+    if state.group is not None:  # each rank saw its slice of the validation set
+        metrics.set_totals(state.group.sum(metrics.totals()))
     return metrics.compute()
 
 
@@ -62,9 +66,15 @@ def train_epoch(state: State, callbacks: Callback) -> None:
     state.model.train()
     for batch in state.train_loader:
         set_lr(state)
+        if state.group is not None:
+            # Every rank's generators are a function of (seed, step, rank): exact after any resume.
+            torch.manual_seed(mix_seed(state.config.seed, state.step, state.group.rank))
         loss = state.guard.step(batch, state.task.loss)
         size = batch_size(batch)
-        state.loss_sum += float(loss) * size
+        loss_sum, size = float(loss) * size, size
+        if state.group is not None:
+            loss_sum, size = agree_step(state, loss_sum, size)
+        state.loss_sum += loss_sum
         state.loss_samples += size
         state.step += 1
         state.position += size
@@ -74,6 +84,24 @@ def train_epoch(state: State, callbacks: Callback) -> None:
         callbacks.on_step_end(state)
         if state.stop_reason is not None:
             return
+
+
+def agree_step(state: State, loss_sum: float, size: int) -> tuple[float, int]:
+    """A group's step: the summed loss and samples of all ranks, and a stop when any rank asked for one.
+
+    One all-reduce per step. A stop asked on one rank (a signal, memory
+    pressure) is taken by every rank at this same step, so rank 0's checkpoint
+    is where all of them stopped.
+    """
+    assert state.group is not None
+    pressure = state.extra.get("exit_code") == EXIT_PRESSURE
+    total, samples, stops, pressed = state.group.sum(
+        [loss_sum, float(size), float(state.stop_requested is not None), float(pressure)])
+    if stops and state.stop_reason is None:
+        state.stop_reason = state.stop_requested or "another rank of the group stopped"
+        if pressed:
+            state.extra.setdefault("exit_code", EXIT_PRESSURE)
+    return total, int(samples)
 
 
 def fit(state: State, callbacks: Callback) -> State:

@@ -49,12 +49,24 @@ def auto_limit(device: Device, in_use: int | None = None) -> int:
     return int(max(0, min(total * AUTO_SHARE, reachable)))
 
 
-def resolve_budget(memory_limit: str | float | int, device: Device, cap: int | None = None) -> Budget:
+def resolve_budget(memory_limit: str | float | int, device: Device, cap: int | None = None,
+                   share: int = 1) -> Budget:
     """Turn a validated ``memory_limit`` value into bytes for ``device``.
 
     ``cap`` (``memory_cap``, a rehearsal of a smaller machine) makes ``auto``
     plan for a machine of that size, so a default run never reaches the cap.
+    ``share`` processes (the ranks of a group on one machine) share host
+    memory: ``auto`` and fractions of host memory are divided among them, while
+    a size is per process.
     """
+    budget = _resolve(memory_limit, device, cap)
+    of_host = device.unified and (memory_limit == "auto" or isinstance(memory_limit, float))
+    if share <= 1 or budget.limit is None or not of_host:
+        return budget
+    return Budget(budget.limit // share, f"{budget.source}, shared by {share} processes")
+
+
+def _resolve(memory_limit: str | float | int, device: Device, cap: int | None) -> Budget:
     if memory_limit == "off":
         return Budget(None, "memory_limit=off")
     if memory_limit == "auto":

@@ -125,11 +125,8 @@ class MemorySampler:
         if self._thread is not None:
             return self
         if self.csv_path is not None:
-            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+            _create_with_header(self.csv_path)
             self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in stop()
-            if new:
-                csv.writer(self._file).writerow(COLUMNS)
         with contextlib.suppress(Exception):  # a supervised process already gone: the thread carries on
             self.sample()
         self._stop.clear()
@@ -172,3 +169,22 @@ class MemorySampler:
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
+
+
+def _create_with_header(path: Path) -> None:
+    """Create ``path`` holding just the header, unless it exists: atomic, as the ranks of a group share it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as file:
+        csv.writer(file).writerow(COLUMNS)
+    try:
+        if path.exists():  # empty: a file left by an older run that died at once
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails when another rank created it first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -89,6 +89,14 @@ class Metrics:
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         self.correct_top5 += int((top == labels[:, None]).any(dim=1).sum())
 
+    def totals(self) -> list[float]:
+        """The running sums, in a fixed order: what ranks add up to get the group's metrics."""
+        return [self.count, self.loss_sum, self.correct, self.correct_top5]
+
+    def set_totals(self, values: list[float]) -> None:
+        self.count, self.correct, self.correct_top5 = int(values[0]), int(values[2]), int(values[3])
+        self.loss_sum = values[1]
+
     def compute(self) -> dict[str, float]:
         count = self.count or math.nan  # no batches: NaN metrics, not a crash
         return {"val_loss": self.loss_sum / count, "accuracy": self.correct / count,

@@ -40,6 +40,13 @@ class MultitaskMetrics(Metrics):
             error = (outputs["reg"].double() - batch["targets"].double()).abs().sum(dim=0)
             self.abs_error_sum += error.numpy() * self.task.scale.std  # standardised -> original units
 
+    def totals(self) -> list[float]:
+        return [*super().totals(), *(float(v) for v in self.abs_error_sum)]
+
+    def set_totals(self, values: list[float]) -> None:
+        super().set_totals(values)
+        self.abs_error_sum = np.array(values[len(super().totals()):], dtype=np.float64)
+
     def compute(self) -> dict[str, float]:
         metrics = super().compute()
         for name, total in zip(self.task.target_names, self.abs_error_sum, strict=True):
