@@ -66,6 +66,8 @@ def launch_group(config: Config, args: Sequence[str], say: Callable[[str], None]
         max_restarts=0, start_method="spawn", shutdown_timeout=SHUTDOWN_SECONDS,
     )
     os.environ[GROUP_ENV] = str(config.run_dir)
+    # The ranks share the machine's cores (torchrun's default is 1 thread; this keeps all cores busy).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc)))
     argv: list[Any] = ["-m", "oomguard", "train", *args, "--no-supervise", "--resume"]
     say(f"starting {config.world_size} ranks ({config.nnodes} machine(s) x {config.nproc}) through "
         f"torch.distributed, rendezvous at {config.master_addr}:{port}")
