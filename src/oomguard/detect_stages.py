@@ -22,7 +22,7 @@ from typing import Any
 
 from oomguard.config import Config
 from oomguard.events import EventLog
-from oomguard.loop.stages import stage_configs
+from oomguard.loop.stages import announce_stage, stage_configs
 from oomguard.rundir import RunDir
 
 
@@ -76,9 +76,6 @@ def announce(stage: DetectStage, events: EventLog, resumed: bool, done: int, say
     """The ``stage`` event (as the built-in loop writes it) and a console line, for a staged run."""
     if stage.overrides is None:
         return
-    first, last = stage.epoch_offset + 1, stage.epoch_offset + stage.config.epochs
-    events.emit("stage", stage=stage.index, stages=stage.count, epochs=stage.config.epochs,
-                first_epoch=first, last_epoch=last, overrides=stage.overrides, resume=resumed,
-                epoch=stage.epoch_offset + done, step=None)
-    changes = " ".join(f"{key}={value}" for key, value in stage.overrides.items())
-    say(f"stage {stage.index}/{stage.count} (epochs {first}-{last}): {changes}")
+    announce_stage(events, say, stage=stage.index, stages=stage.count, epochs=stage.config.epochs,
+                   epoch_offset=stage.epoch_offset, overrides=stage.overrides, resume=resumed,
+                   epoch=stage.epoch_offset + done, step=None)

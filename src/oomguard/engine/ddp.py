@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from oomguard.distributed.group import Group
@@ -37,13 +36,6 @@ class PeerOutOfMemory(RuntimeError):
 
     def __init__(self) -> None:
         super().__init__("out of memory on another rank of the group")
-
-
-def ddp_module(model: nn.Module) -> DistributedDataParallel | None:
-    """``model`` when it is a DDP wrapper in an initialised group, else None."""
-    if isinstance(model, DistributedDataParallel):
-        return model
-    return None
 
 
 class StepSync:

@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from oomguard.devices import Device, get_device
 from oomguard.devices.base import OverBudget, is_oom
-from oomguard.engine.ddp import PeerOutOfMemory, StepSync, ddp_module
+from oomguard.engine.ddp import PeerOutOfMemory, StepSync
 from oomguard.engine.plan import Plan
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
@@ -117,12 +118,11 @@ class Guard:
         self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
                            grow_after)
         self.last_plan: Plan | None = None
-        wrapper = ddp_module(model)
         self.sync: StepSync | None = None
-        if wrapper is not None:
+        if isinstance(model, DistributedDataParallel):
             from oomguard.distributed.group import Group
 
-            self.sync = StepSync(Group.join(self.device), wrapper)
+            self.sync = StepSync(Group.join(self.device), model)
         self.steps = 0
         #: Largest peak (budget bytes) measured in a step or evaluation since :meth:`reset_peak_memory`.
         self.peak_memory = 0

@@ -112,12 +112,19 @@ class Stages:
         """The ``stage`` event (and a console line) as a stage starts or resumes."""
         if state.stage is None or not state.is_main:
             return
-        overrides = self.overrides[state.stage]
-        first = state.epoch_offset + 1
-        last = state.epoch_offset + state.config.epochs
-        self.events.emit("stage", stage=state.stage + 1, stages=len(self.configs), epochs=state.config.epochs,
-                         first_epoch=first, last_epoch=last, overrides=overrides, resume=resumed,
-                         epoch=state.epoch, step=state.step)
-        if self.say is not None:
-            changes = " ".join(f"{key}={value}" for key, value in overrides.items())
-            self.say(f"stage {state.stage + 1}/{len(self.configs)} (epochs {first}-{last}): {changes}")
+        announce_stage(self.events, self.say, stage=state.stage + 1, stages=len(self.configs),
+                       epochs=state.config.epochs, epoch_offset=state.epoch_offset,
+                       overrides=self.overrides[state.stage], resume=resumed, epoch=state.epoch,
+                       step=state.step)
+
+
+def announce_stage(events: EventLog, say: Callable[[str], None] | None, *, stage: int, stages: int,
+                   epochs: int, epoch_offset: int, overrides: dict[str, Any], resume: bool, epoch: int,
+                   step: int | None) -> None:
+    """The ``stage`` event and its console line (``stage`` counts from 1), for any loop that trains stages."""
+    first, last = epoch_offset + 1, epoch_offset + epochs
+    events.emit("stage", stage=stage, stages=stages, epochs=epochs, first_epoch=first, last_epoch=last,
+                overrides=overrides, resume=resume, epoch=epoch, step=step)
+    if say is not None:
+        changes = " ".join(f"{key}={value}" for key, value in overrides.items())
+        say(f"stage {stage}/{stages} (epochs {first}-{last}): {changes}")

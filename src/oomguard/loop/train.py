@@ -71,7 +71,7 @@ def train_epoch(state: State, callbacks: Callback) -> None:
             torch.manual_seed(mix_seed(state.config.seed, state.step, state.group.rank))
         loss = state.guard.step(batch, state.task.loss)
         size = batch_size(batch)
-        loss_sum, size = float(loss) * size, size
+        loss_sum = float(loss) * size
         if state.group is not None:
             loss_sum, size = agree_step(state, loss_sum, size)
         state.loss_sum += loss_sum
