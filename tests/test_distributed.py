@@ -165,3 +165,37 @@ def test_a_sigkilled_rank_brings_the_group_back_from_its_checkpoint(tmp_path: Pa
     starts = events(run, "start")
     assert len(starts) == 2 and starts[1]["resume"] is True and starts[1]["epoch"] >= 1
     assert [int(r["epoch"]) for r in rows(run)] == [1, 2, 3, 4]
+
+
+def memory_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="") as file:
+        return list(csv.reader(file))
+
+
+def test_samplers_of_two_ranks_share_one_memory_csv_with_one_header(tmp_path: Path) -> None:
+    from oomguard.devices import get_device
+    from oomguard.memory.sampler import MemorySampler
+
+    path = tmp_path / "memory.csv"
+    first = MemorySampler(get_device("cpu"), path, interval=0.01, rank=0).start()
+    second = MemorySampler(get_device("cpu"), path, interval=0.01, rank=1).start()  # the file exists now
+    deadline = time.monotonic() + 30
+    try:
+        while {line[-1] for line in memory_rows(path)[1:]} != {"0", "1"}:
+            assert time.monotonic() < deadline, "one rank's rows never reached memory.csv"
+            time.sleep(0.01)
+    finally:
+        first.stop()
+        second.stop()
+    lines = memory_rows(path)
+    assert lines[0][0] == "time" and sum(line[0] == "time" for line in lines) == 1
+
+
+def test_a_memory_csv_left_empty_by_a_dead_run_gets_its_header(tmp_path: Path) -> None:
+    from oomguard.devices import get_device
+    from oomguard.memory.sampler import MemorySampler
+
+    path = tmp_path / "memory.csv"
+    path.touch()
+    MemorySampler(get_device("cpu"), path, interval=10.0).start().stop()
+    assert memory_rows(path) == [memory_rows(path)[0]] and memory_rows(path)[0][0] == "time"

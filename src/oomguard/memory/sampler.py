@@ -172,7 +172,10 @@ class MemorySampler:
 
 
 def _create_with_header(path: Path) -> None:
-    """Create ``path`` holding just the header, unless it exists: atomic, as the ranks of a group share it."""
+    """Create ``path`` holding just the header, unless it exists: atomic, as the ranks of a group share it.
+
+    Never replaces an existing file: a peer may already hold it open for appending.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size > 0:
         return
@@ -180,11 +183,10 @@ def _create_with_header(path: Path) -> None:
     with open(tmp, "w", newline="") as file:
         csv.writer(file).writerow(COLUMNS)
     try:
-        if path.exists():  # empty: a file left by an older run that died at once
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails when another rank created it first
+        os.link(tmp, path)  # fails when the file exists: another rank created it first, or an old run
     except FileExistsError:
-        pass
+        if path.stat().st_size == 0:  # left empty by a run that died at once: it only lacks the header
+            with open(path, "a", newline="") as file:
+                csv.writer(file).writerow(COLUMNS)
     finally:
         tmp.unlink(missing_ok=True)
