@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import torch
@@ -30,8 +31,14 @@ def global_batches(steps: int, size: int) -> list[tuple[torch.Tensor, torch.Tens
 
 def train_rank(rank: int, world: int, port: int, out: str, fail_rank: int, fail_step: int, steps: int,
                size: int) -> None:
-    """Train ``tiny_model`` with a Guard on a DDP wrapper; ``fail_rank`` runs out of memory once."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    """Train ``tiny_model`` with a Guard on a DDP wrapper; ``fail_rank`` runs out of memory once.
+
+    The ranks are clients of a store the test process hosts on ``port``, as they are of the
+    launcher's agent in ``oomguard train``: a rank hosting the store can abort at exit while its
+    peer is still connected.
+    """
+    store = dist.TCPStore("127.0.0.1", port, is_master=False)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     events = EventLog(Path(out) / f"events-{rank}.jsonl", rank=rank)
@@ -49,4 +56,6 @@ def train_rank(rank: int, world: int, port: int, out: str, fail_rank: int, fail_
         sizes.append(guard.microbatch)
     torch.save({"sizes": sizes, "params": [p.detach().clone() for p in model.parameters()]},
                Path(out) / f"rank{rank}.pt")
+    del guard  # DDP's reducer keeps the process group alive: free it first (see Group.close)
+    gc.collect()
     dist.destroy_process_group()

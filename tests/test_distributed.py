@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
@@ -22,7 +23,7 @@ from ddp_workers import global_batches, tiny_model, train_rank
 from oomguard.config import build_config
 from oomguard.data.sampler import ResumableSampler
 from oomguard.data.shard import RankBatches, rank_span
-from oomguard.distributed.launch import free_port, group_exit
+from oomguard.distributed.launch import group_exit
 from oomguard.errors import ConfigError
 
 TINY = ["dev_samples=160", "batch=32", "imgsz=32", "workers=0", "val_every=1"]
@@ -96,7 +97,8 @@ def test_several_machines_need_an_explicit_port_and_a_node_rank_below_nnodes() -
 
 def test_an_oom_on_one_rank_shrinks_both_and_the_update_is_the_whole_batch(tmp_path: Path) -> None:
     steps, size = 5, 15  # 15 samples per step: rank 0 trains on 8, rank 1 on 7
-    mp.spawn(train_rank, args=(2, free_port(), str(tmp_path), 1, 2, steps, size), nprocs=2, join=True)
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the ranks' host
+    mp.spawn(train_rank, args=(2, store.port, str(tmp_path), 1, 2, steps, size), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     assert results[0]["sizes"] == results[1]["sizes"] == [8, 8, 6, 6, 6]
     oom = [json.loads(line) for line in (tmp_path / "events-1.jsonl").read_text().splitlines()]

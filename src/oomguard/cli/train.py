@@ -125,12 +125,22 @@ def train_in_process(config: Config, run: RunDir, resume: bool) -> int:
         if code == 0:  # a pressure exit is resumed; the report comes at the end
             _write_report(run, print)
         return code
+    started = time.monotonic()
+    group = _join_group(config) if launched_rank() else None
+    try:
+        return _train_stages(config, run, resume, group, started)
+    finally:
+        if group is not None:  # a rank leaving with its process group alive can abort in gloo's teardown
+            group.close()
+
+
+def _train_stages(config: Config, run: RunDir, resume: bool, group: Group | None, started: float) -> int:
+    """The built-in loop over the config's stages, alone or as one rank of ``group``."""
+    from oomguard.checkpoint import RunLock
     from oomguard.events import EventLog
     from oomguard.loop.progress import ProgressPrinter
     from oomguard.loop.stages import Stages, total_epochs
 
-    started = time.monotonic()
-    group = _join_group(config) if launched_rank() else None
     main = group is None or group.is_main
     # A group's launcher holds the run's lock for all its ranks.
     with RunLock(run.root) if group is None else contextlib.nullcontext():

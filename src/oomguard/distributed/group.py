@@ -9,6 +9,7 @@ gradients themselves go through DistributedDataParallel.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,5 +78,14 @@ class Group:
         dist.barrier()
 
     def close(self) -> None:
+        """Leave the group; call it once the rank's training (and its DDP wrapper) is dropped.
+
+        The collection first frees a DDP reducer left in a reference cycle, which
+        holds the process group: the group must really be destroyed while Python
+        is alive. Left to interpreter shutdown, gloo's worker threads free their
+        last work's tensors without an interpreter and the rank aborts (SIGABRT,
+        "terminate called without an active exception") after it finished.
+        """
         if dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
