@@ -86,12 +86,14 @@ def rehearse_command(config: Config) -> int:
 
 
 @contextmanager
-def stop_on_signals(request_stop: object, repeat_stops_now: bool = True) -> Iterator[None]:
+def stop_on_signals(request_stop: object, rank: int | None = None) -> Iterator[None]:
     """First Ctrl-C/SIGTERM: stop at the next step boundary, after a checkpoint; second: now.
 
-    A rank of a group only ever stops at a step boundary (the launcher's own
-    stop follows the terminal's Ctrl-C; the launcher kills it if it takes too long).
+    A ``rank`` of a group only ever stops at a step boundary (the launcher's own
+    stop follows the terminal's Ctrl-C; the launcher kills it if it takes too
+    long), and only rank 0 says so.
     """
+    repeat_stops_now = rank is None
     seen: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -100,8 +102,9 @@ def stop_on_signals(request_stop: object, repeat_stops_now: bool = True) -> Iter
         if seen:
             return
         seen.append(signum)
-        print("\noomguard: stopping after this step (checkpointing); Ctrl-C again to stop now",
-              file=sys.stderr)
+        if not rank:
+            print("\noomguard: stopping after this step (checkpointing)"
+                  + ("; Ctrl-C again to stop now" if repeat_stops_now else ""), file=sys.stderr)
         request_stop(f"signal {signal.Signals(signum).name}")  # type: ignore[operator]
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -221,7 +224,7 @@ def _fit_stage(state: State, printer: ProgressPrinter) -> None:
     callbacks = CallbackList(chain)
     state.memory.start()
     try:
-        with stop_on_signals(state.request_stop, repeat_stops_now=state.group is None):
+        with stop_on_signals(state.request_stop, rank=state.group.rank if state.group is not None else None):
             fit(state, callbacks)
     finally:
         state.memory.stop()

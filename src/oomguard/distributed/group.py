@@ -74,6 +74,12 @@ class Group:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return [float(v) for v in tensor.tolist()]
 
+    def max(self, value: int) -> int:
+        """The largest ``value`` over the ranks."""
+        tensor = self._tensor([value], torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
     def barrier(self) -> None:
         dist.barrier()
 

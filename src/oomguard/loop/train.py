@@ -123,6 +123,8 @@ def fit(state: State, callbacks: Callback) -> State:
                 callbacks.on_validation_end(state)
             else:
                 state.metrics = {}
+            if state.group is not None:  # the epoch's peak is the largest rank's
+                state.epoch_peak = state.group.max(state.epoch_peak)
             callbacks.on_epoch_end(state)
             state.epoch += 1
             state.position = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import threading
 import time
@@ -50,9 +51,10 @@ assert tuple(f.name for f in fields(Sample)) == COLUMNS
 class MemorySampler:
     """Sample memory every ``interval`` seconds in a daemon thread; append to ``csv_path``.
 
-    Rows are flushed as they are written (``flush_every=0``): the samples just
-    before a SIGKILL are the ones that say why it came, and a flushed row
-    survives the kill in the kernel's page cache.
+    Each row reaches the file as it is taken, in one ``write`` to a file opened
+    for appending: the samples just before a SIGKILL are the ones that say why
+    it came (a written row survives the kill in the kernel's page cache), and
+    the ranks of a group sharing the file never interleave inside a row.
     """
 
     def __init__(
@@ -61,7 +63,6 @@ class MemorySampler:
         csv_path: str | Path | None = None,
         interval: float = 0.05,
         rank: int = 0,
-        flush_every: float = 0.0,
         pid: int | None = None,
     ) -> None:
         self.device = device
@@ -70,7 +71,6 @@ class MemorySampler:
         self.csv_path = Path(csv_path) if csv_path is not None else None
         self.interval = interval
         self.rank = rank
-        self.flush_every = flush_every
         self.step = 0
         self.latest: Sample | None = None
         self._max_tree_rss = 0
@@ -151,19 +151,19 @@ class MemorySampler:
         self.stop()
 
     def _run(self) -> None:
-        writer = csv.writer(self._file) if self._file is not None else None
-        last_flush = time.monotonic()
+        row = io.StringIO()
+        writer = csv.writer(row)
         while not self._stop.wait(self.interval):
             try:
                 sample = self.sample()
             except Exception:  # a vanished child or a closed device must not kill training
                 continue
-            if writer is not None and self._file is not None:
+            if self._file is not None:
+                row.seek(0)
+                row.truncate()
                 writer.writerow(astuple(sample))
-                now = time.monotonic()
-                if now - last_flush >= self.flush_every:
-                    self._file.flush()
-                    last_flush = now
+                self._file.write(row.getvalue())
+                self._file.flush()  # the whole row in one write(2): it empties the buffer each time
             for listener in self._listeners:
                 listener(sample)
         if self._file is not None:
