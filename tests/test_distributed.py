@@ -150,6 +150,18 @@ def test_two_ranks_train_into_one_run_directory(tmp_path: Path) -> None:
     assert torch.load(run / "weights" / "last.pt", weights_only=True)["step"] == 15
 
 
+def test_two_ranks_train_stages_one_after_the_other(tmp_path: Path) -> None:
+    (tmp_path / "stages.yaml").write_text(
+        "stages:\n  - {epochs: 1, imgsz: 32}\n  - {epochs: 1, imgsz: 48, lr: 0.001}\n")
+    done = oomguard("train", "--no-supervise", "nproc=2", "stages.yaml", *TINY, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "exp"
+    assert [(r["epoch"], r["stage"]) for r in rows(run)] == [("1", "1"), ("2", "2")]
+    assert float(rows(run)[1]["lr"]) <= 0.001  # stage 2's own learning rate
+    assert [e["stage"] for e in events(run, "stage")] == [1, 2]
+    assert torch.load(run / "weights" / "last.pt", weights_only=True)["step"] == 10
+
+
 def test_a_sigkilled_rank_brings_the_group_back_from_its_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "exp"
     env = {**os.environ, "OOMGUARD_CACHE": str(tmp_path / "cache")}
