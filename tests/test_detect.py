@@ -6,9 +6,11 @@ import csv
 import importlib.util
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cgroup_helpers import MB, join, memory_cgroup, start_balloon
 from cli_helpers import oomguard
 from oomguard.events import read_events
 
@@ -174,6 +177,47 @@ def test_memory_pressure_checkpoints_mid_epoch_exits_75_and_the_resume_finishes(
     assert [int(row["epoch"]) for row in rows(run)] == [1, 2, 3]
     assert events(run)[-1]["event"] == "finish"
     assert (run / "report.html").is_file()
+
+
+def test_supervised_pressure_waits_for_memory_then_resumes_the_epoch(tmp_path: Path) -> None:
+    """A real squeeze: a balloon in the run's cgroup, released only once the run has left on pressure."""
+    data = make_detection_dataset(tmp_path / "boxes", train=48)
+    run = tmp_path / "runs" / "exp"
+    base = ["train", *args(data, 3), "microbatch=8"]
+    kill_after_checkpoints([*base, "--no-supervise"], tmp_path, run)  # epoch 1 done: resumable
+    env = {**os.environ, "OOMGUARD_CACHE": str(tmp_path / "cache"), **ENV}
+    with memory_cgroup(2048 * MB) as group:
+        balloon = start_balloon(group, 1024 * MB)  # leaves the run (~0.7 GB) under its 700 MB minimum
+        supervisor = subprocess.Popen([sys.executable, "-m", "oomguard", *base, "--resume",
+                                       "min_available=700MB"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, preexec_fn=lambda: join(group))
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            for line in supervisor.stdout or ():
+                lines.put(line)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        output, deadline = "", time.monotonic() + 240
+        while "waiting up to" not in output:  # the child left on pressure; the supervisor waits for memory
+            output += lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        balloon.kill()  # the memory comes back: the supervisor's wait ends
+        balloon.wait()
+        supervisor.wait(timeout=300)
+        reader.join()
+    while not lines.empty():
+        output += lines.get()
+    assert supervisor.returncode == 0, output
+    log = events(run)
+    pressure = [e for e in log if e["event"] == "pressure"]
+    assert [e["action"] for e in pressure] == ["checkpoint", "exit"] and pressure[0]["epoch"] == 2
+    restart = next(e for e in log if e["event"] == "restart")
+    assert restart["cause"] == "pressure"
+    starts = [e for e in log if e["event"] == "start"]
+    assert len(starts) == 3 and all(e["resume"] for e in starts[1:])
+    assert [int(row["epoch"]) for row in rows(run)] == [1, 2, 3]
+    assert log[-1]["event"] == "finish"
 
 
 def write_staged_config(path: Path, data: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -13,13 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cgroup_helpers import MB, join, memory_cgroup, start_balloon
 from oomguard import Guard
 from oomguard.events import EventLog, read_events
-from oomguard.memory import host
 from oomguard.memory.pressure import AUTO_FLOOR, Action, PressureMonitor, resolve_min_available
 from oomguard.supervise.codes import EXIT_PRESSURE
 
-MB = 1024**2
 GB = 1024**3
 
 
@@ -46,51 +44,16 @@ def test_growing_swap_while_memory_is_low_is_pressure() -> None:
     assert monitor.check(800 * MB, swap_used=700 * MB) is Action.ACT
 
 
-BALLOON = """
-import sys
-size = int(sys.argv[1])
-block = bytearray(size)
-block[::4096] = b"\\x01" * len(range(0, size, 4096))  # touch every page: resident, charged to the cgroup
-print("ready", flush=True)
-sys.stdin.read()  # hold it until the test closes stdin
-"""
-
-
 @pytest.fixture
 def cgroup() -> Iterator[Path]:
-    """A cgroup v1 memory cgroup of 1.5 GB under this process's own; removed afterwards."""
-    parent, _ = host.own_cgroup_dirs()
-    if parent is None or not os.access(parent, os.W_OK):
-        pytest.skip("the cgroup v1 memory controller is not writable here")
-    group = parent / f"oomguard-test-{os.getpid()}"
-    try:
-        group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(1536 * MB))
-    except OSError as err:
-        pytest.skip(f"cannot create a cgroup v1 memory cgroup: {err}")
-    try:
+    """A 1.5 GB memory cgroup."""
+    with memory_cgroup(1536 * MB) as group:
         yield group
-    finally:
-        for pid in (group / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        for _ in range(1000):  # rmdir fails while a killed process is still being reaped
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                continue
-
-
-def join(group: Path) -> None:
-    (group / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def test_pressure_checkpoints_shrinks_then_exits_75(cgroup: Path, tmp_path: Path) -> None:
-    balloon = subprocess.Popen([sys.executable, "-c", BALLOON, str(600 * MB)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True, preexec_fn=lambda: join(cgroup))
+    balloon = start_balloon(cgroup, 600 * MB)
     try:
-        assert balloon.stdout is not None and balloon.stdout.readline().strip() == "ready"
         env = {**os.environ, "OOMGUARD_CACHE": str(tmp_path / "cache")}
         done = subprocess.run(
             [sys.executable, "-m", "oomguard", "train", "--no-supervise", "dev_samples=256", "epochs=3",
