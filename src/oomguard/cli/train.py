@@ -130,11 +130,10 @@ def train_in_process(config: Config, run: RunDir, resume: bool) -> int:
         return code
     started = time.monotonic()
     group = _join_group(config) if launched_rank() else None
-    try:
-        return _train_stages(config, run, resume, group, started)
-    finally:
-        if group is not None:  # a rank leaving with its process group alive can abort in gloo's teardown
-            group.close()
+    code = _train_stages(config, run, resume, group, started)
+    if group is not None:  # a rank leaving with its process group alive can abort in gloo's teardown
+        group.close()  # (not after an error: NCCL's teardown may wait on a peer's pending collective)
+    return code
 
 
 def _train_stages(config: Config, run: RunDir, resume: bool, group: Group | None, started: float) -> int:
