@@ -64,9 +64,7 @@ class Group:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on at least one."""
-        tensor = self._tensor([int(flag)], torch.int64)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item())
+        return bool(self.max(int(flag)))
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums of ``values`` over the ranks (float64)."""
