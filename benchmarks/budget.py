@@ -43,8 +43,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
+    from oomguard import host
     from oomguard.devices import release_host_memory
-    from oomguard.memory import host
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.memory import host
+from oomguard import host
 
 MB = 1024**2
 

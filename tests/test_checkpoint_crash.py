@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(os, "fork"), reas
 EVERY_INSTANT = """
 import json, os, shutil, signal, sys
 import torch
-from oomguard.checkpoint import CheckpointStore, files
+from oomguard.checkpoint import CheckpointStore
+from oomguard.checkpoint import checksummed as files
 
 weights = sys.argv[1]
 

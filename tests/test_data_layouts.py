@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from oomguard.data import find_layout
-from oomguard.data.files import decode
 from oomguard.data.folder import folder_datasets
+from oomguard.data.images import decode
 from oomguard.data.table import table_datasets
 from oomguard.errors import ConfigError, DataError
 

@@ -47,9 +47,8 @@ def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 
 
 def child(out: Path) -> None:
-    from oomguard import Guard
+    from oomguard import Guard, host
     from oomguard.devices import release_host_memory
-    from oomguard.memory import host
 
     # One intra-op thread: with two, glibc opens an arena per contending thread and heap layout (so RSS)
     # varies with machine load by tens of MB, a good share of this test's 200 MB room.
@@ -84,8 +83,8 @@ def whole_batch_update() -> dict[str, torch.Tensor]:
 
 
 def whole_batch_extra() -> int:
+    from oomguard import host
     from oomguard.devices import release_host_memory
-    from oomguard.memory import host
 
     model, batch = setup()
     release_host_memory()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from oomguard import host
 from oomguard.devices.cpu import release_host_memory
 from oomguard.events import EventLog, read_events
 from oomguard.loop.guardian import FragmentationWatch, LeakWatch
-from oomguard.memory import host
 from oomguard.memory.leak import MB, LeakDetector, kendall_tau, theil_sen
 from oomguard.memory.tensors import Kind, census, diagnose
 

@@ -14,9 +14,9 @@ import torch
 
 from cgroup_helpers import MB, join, memory_cgroup, start_balloon
 from oomguard import Guard
+from oomguard.codes import EXIT_PRESSURE
 from oomguard.events import EventLog, read_events
 from oomguard.memory.pressure import AUTO_FLOOR, Action, PressureMonitor, resolve_min_available
-from oomguard.supervise.codes import EXIT_PRESSURE
 
 GB = 1024**3
 

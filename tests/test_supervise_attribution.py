@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
+from oomguard.codes import EXIT_PRESSURE
 from oomguard.supervise.attribution import Cause, Evidence, attribute, last_error
-from oomguard.supervise.codes import EXIT_PRESSURE
 from oomguard.supervise.policy import SAME_FAILURE_LIMIT, decide
 
 GB = 1000**3

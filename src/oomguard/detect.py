@@ -72,13 +72,13 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Any = print) ->
     where ultralytics can resume; see :mod:`oomguard.detect_pressure`).
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    from oomguard.codes import EXIT_PRESSURE
     from oomguard.detect_pressure import PressureExit, PressureWatch
     from oomguard.detect_record import Recorder
     from oomguard.detect_stages import detect_stages, finished_epochs
     from oomguard.devices import get_device
     from oomguard.memory.budget import resolve_budget
     from oomguard.memory.sampler import MemorySampler
-    from oomguard.supervise.codes import EXIT_PRESSURE
 
     check_detect_config(config)
     device = get_device(config.device)

@@ -35,9 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from oomguard import host
 from oomguard.devices import Device
 from oomguard.events import EventLog
-from oomguard.memory import host
 from oomguard.memory.pressure import Action, PressureMonitor, resolve_min_available
 from oomguard.memory.sampler import MemorySampler
 from oomguard.units import format_bytes

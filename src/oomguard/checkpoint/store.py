@@ -6,7 +6,7 @@ Layout::
     last.pt            + last.pt.sha256             a hard link to the newest save
     best.pt            + best.pt.sha256             a hard link to the save with the best metric
 
-Order of one save (see :func:`~oomguard.checkpoint.files.publish`): write a
+Order of one save (see :func:`~oomguard.checkpoint.checksummed.publish`): write a
 hidden temporary file and fsync it, publish it as ``ckpt-<step>.pt`` (sidecar
 first), point ``last.pt`` (and ``best.pt``) at it, fsync the directory, and
 only then delete the saves beyond ``keep``. A kill at any instant leaves every name verifiable and
@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from oomguard.checkpoint import files
+from oomguard.atomic import fsync_dir, temp_owner, temp_path
+from oomguard.checkpoint import checksummed
 from oomguard.errors import OomguardError
 from oomguard.events import EventLog
 
@@ -78,8 +79,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
             f"checkpoint {path} does not exist; give the path of a .pt file written by oomguard",
             path, "file is missing",
         )
-    if require_checksum or files.sidecar(path).exists():
-        reason = files.verify(path)
+    if require_checksum or checksummed.sidecar(path).exists():
+        reason = checksummed.verify(path)
         if reason is not None:
             raise CheckpointError(
                 f"checkpoint {path} is corrupt: {reason}; resume from an older checkpoint "
@@ -164,7 +165,7 @@ class CheckpointStore:
             self._point(self.last, final, digest)
             if best:
                 self._point(self.best, final, digest)
-            files.fsync_dir(self.directory)  # the new names are durable before old files go
+            fsync_dir(self.directory)  # the new names are durable before old files go
             self._rotate(step)
         except OSError as exc:
             return self._failed(step, final, exc, best, saved=True)
@@ -176,10 +177,10 @@ class CheckpointStore:
         return SaveResult(step, final, size, seconds, digest, best)
 
     def _publish_new(self, final: Path, state: Mapping[str, Any]) -> tuple[str, int]:
-        tmp = files.temp_path(final)
+        tmp = temp_path(final)
         try:
-            digest, size = files.write_new(tmp, lambda file: torch.save(state, file))  # type: ignore[arg-type]
-            files.publish(tmp, final, digest)
+            digest, size = checksummed.write_new(tmp, lambda file: torch.save(state, file))  # type: ignore[arg-type]
+            checksummed.publish(tmp, final, digest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -187,10 +188,10 @@ class CheckpointStore:
 
     def _point(self, alias: Path, final: Path, digest: str) -> None:
         """Make ``alias`` (last.pt / best.pt) hold the bytes of ``final``, atomically."""
-        tmp = files.temp_path(alias)
+        tmp = temp_path(alias)
         try:
-            files.link_or_copy(final, tmp)
-            files.publish(tmp, alias, digest)
+            checksummed.link_or_copy(final, tmp)
+            checksummed.publish(tmp, alias, digest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -205,16 +206,16 @@ class CheckpointStore:
         older = [path for s, path in saves if s <= step][self.keep:]
         for path in later + older:
             path.unlink(missing_ok=True)
-            files.sidecar(path).unlink(missing_ok=True)
+            checksummed.sidecar(path).unlink(missing_ok=True)
 
     def _remove_leftovers(self) -> None:
         """Temporary files of killed writers, and sidecars whose checkpoint was rotated away."""
         for path in self.directory.iterdir():
-            owner = files.temp_owner(path)
+            owner = temp_owner(path)
             if owner is not None and owner != os.getpid():
                 path.unlink(missing_ok=True)
-            elif path.name.endswith(files.SIDECAR_SUFFIX):
-                described = path.with_name(path.name[: -len(files.SIDECAR_SUFFIX)])
+            elif path.name.endswith(checksummed.SIDECAR_SUFFIX):
+                described = path.with_name(path.name[: -len(checksummed.SIDECAR_SUFFIX)])
                 if _CKPT_NAME.match(described.name) and not described.exists():
                     path.unlink(missing_ok=True)
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oomguard.atomic import write_atomic
 from oomguard.config import Config, build_config, parse_overrides, read_config_file
 from oomguard.errors import ConfigError
 from oomguard.rundir import RunDir
@@ -44,12 +41,4 @@ def resolve_config(args: list[str], resume: bool) -> Config:
 
 def write_config(config: Config, run: RunDir) -> None:
     """``config.yaml``, replaced atomically so a kill never leaves half of it."""
-    run.root.mkdir(parents=True, exist_ok=True)
-    tmp = run.config.with_name(run.config.name + ".tmp")
-    tmp.write_text(config.to_yaml())
-    os.replace(tmp, run.config)
-
-
-def read_saved_config(run_root: Path) -> dict[str, Any]:
-    path = RunDir(run_root).config
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    write_atomic(run.config, config.to_yaml())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from oomguard.data.dataset import TargetScale, dev_limits, subset_indices
-from oomguard.data.files import EXTENSIONS, FileDataset, image_files
+from oomguard.data.images import EXTENSIONS, FileDataset, image_files
 from oomguard.errors import DataError
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from oomguard.data.dataset import TargetScale, dev_limits, subset_indices
-from oomguard.data.files import FileDataset
+from oomguard.data.images import FileDataset
 from oomguard.errors import DataError
 
 Rows = tuple[list[Path], list[str], np.ndarray]  # files, labels, raw targets [N, T]

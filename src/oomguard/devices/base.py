@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from oomguard.memory.oom_text import OOM_MESSAGES
+from oomguard.oom_text import OOM_MESSAGES
 
 
 class OverBudget(RuntimeError):

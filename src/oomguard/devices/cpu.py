@@ -9,8 +9,8 @@ from functools import cache
 
 import torch
 
+from oomguard import host
 from oomguard.devices.base import Device
-from oomguard.memory import host
 
 
 @cache

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from oomguard import host
 from oomguard.devices.base import Device
-from oomguard.memory import host
 
 
 class MPSDevice(Device):

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from oomguard import host
 from oomguard.config import Config
 from oomguard.errors import OomguardError
-from oomguard.memory import host
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from oomguard.codes import EXIT_NO_FIT, EXIT_PRESSURE
 from oomguard.config import Config
-from oomguard.supervise.codes import EXIT_NO_FIT, EXIT_PRESSURE
 
 #: Set in every rank's environment: the run directory was prepared by the launcher, which holds its lock.
 GROUP_ENV = "OOMGUARD_GROUP"

@@ -17,15 +17,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from oomguard import host
+from oomguard.codes import EXIT_PRESSURE
 from oomguard.events import EventLog
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.checkpointing import Checkpointing
 from oomguard.loop.state import State
-from oomguard.memory import host
 from oomguard.memory.leak import Leak, LeakDetector
 from oomguard.memory.pressure import Action, PressureMonitor, resolve_min_available
 from oomguard.memory.tensors import Kind, census, diagnose
-from oomguard.supervise.codes import EXIT_PRESSURE
 from oomguard.units import format_bytes
 
 #: Steps between the first census (leak suspected) and the second (leak reported) at the least.

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
+from oomguard import host
 from oomguard.config import Config
 from oomguard.events import EventLog
 from oomguard.loop.callbacks import Callback, CallbackList
 from oomguard.loop.checkpointing import Checkpointing
 from oomguard.loop.state import State
 from oomguard.loop.train import fit, validate
-from oomguard.memory import host
 from oomguard.memory.leak import SUSTAINED_TAU, LeakDetector
 from oomguard.rundir import RunDir
 from oomguard.units import format_bytes

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from pathlib import Path
 
+from oomguard.atomic import replacing
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
 
@@ -23,14 +23,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def write_rows(path: Path, columns: list[str], rows: list[dict[str, object]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as file:
+    with replacing(path, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
 
 
 def csv_cell(value: object) -> object:

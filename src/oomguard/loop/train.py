@@ -25,12 +25,12 @@ import time
 
 import torch
 
+from oomguard.codes import EXIT_PRESSURE
 from oomguard.data.sampler import mix_seed
 from oomguard.engine.split import batch_size
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.schedule import lr_at
 from oomguard.loop.state import State
-from oomguard.supervise.codes import EXIT_PRESSURE
 
 
 def should_validate(state: State) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oomguard import host
 from oomguard.devices.base import Device
 from oomguard.errors import ConfigError
-from oomguard.memory import host
 from oomguard.units import format_bytes
 
 AUTO_SHARE = 0.85  # of a machine's (or a GPU's) memory

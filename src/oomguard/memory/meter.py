@@ -8,8 +8,8 @@ plus the device driver's memory on MPS.
 
 from __future__ import annotations
 
+from oomguard import host
 from oomguard.devices.base import Device
-from oomguard.memory import host
 from oomguard.memory.sampler import MemorySampler
 
 

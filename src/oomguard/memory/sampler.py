@@ -20,7 +20,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from oomguard.memory import host
+from oomguard import host
 
 if TYPE_CHECKING:  # only for annotations: the supervisor samples without a device and must not import torch
     from oomguard.devices.base import Device

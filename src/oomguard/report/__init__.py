@@ -7,10 +7,10 @@ imported when a report is written, not when this package is imported.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from oomguard.atomic import replacing, write_atomic
 from oomguard.report.read import RunData, load_run
 from oomguard.report.verdict import verdict
 
@@ -21,13 +21,6 @@ __all__ = ["ReportPaths", "RunData", "load_run", "verdict", "write_report"]
 class ReportPaths:
     html: Path
     png: Path
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file so a report being opened is never half written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_report(run_dir: str | Path, max_points: int = 1500) -> ReportPaths:
@@ -44,11 +37,10 @@ def write_report(run_dir: str | Path, max_points: int = 1500) -> ReportPaths:
     sentence = verdict(run.events, run.timeline.summary if run.timeline else None)
     paths = ReportPaths(html=run.root / "report.html", png=run.root / "memory.png")
     figure, tooltips = memory_figure(run)
-    tmp_png = paths.png.with_name(".memory.png.tmp")
-    save_png(figure, tmp_png)
-    os.replace(tmp_png, paths.png)
+    with replacing(paths.png, "wb") as png:
+        save_png(figure, png)
     memory_svg = svg_text(figure, "mem", tooltips)
     curves = curves_figure(run.results)
     curves_svg = svg_text(curves, "cur") if curves is not None else None
-    _write_text(paths.html, render_html(run, sentence, memory_svg, curves_svg))
+    write_atomic(paths.html, render_html(run, sentence, memory_svg, curves_svg))
     return paths

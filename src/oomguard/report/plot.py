@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib as mpl
 from matplotlib.axes import Axes
@@ -259,7 +259,7 @@ def curves_figure(results: Sequence[dict[str, float | None]]) -> Figure | None:
     return fig
 
 
-def save_png(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path | IO[bytes]) -> None:
     fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
 
 

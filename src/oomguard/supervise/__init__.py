@@ -11,8 +11,8 @@ directory. Entry points for the command line:
 
 from __future__ import annotations
 
+from oomguard.codes import EXIT_INTERRUPTED, EXIT_NO_FIT, EXIT_PRESSURE, EXIT_USER_ERROR
 from oomguard.supervise.child import CommandNotFound
-from oomguard.supervise.codes import EXIT_INTERRUPTED, EXIT_NO_FIT, EXIT_PRESSURE, EXIT_USER_ERROR
 from oomguard.supervise.run import DEFAULT_RUN_DIR, run_command
 from oomguard.supervise.train import child_argv, supervise_train
 

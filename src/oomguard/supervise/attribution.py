@@ -24,14 +24,14 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from oomguard.memory.oom_text import mentions_oom
-from oomguard.supervise.codes import (
+from oomguard.codes import (
     EXIT_INTERRUPTED,
     EXIT_NO_FIT,
     EXIT_PRESSURE,
     EXIT_USER_ERROR,
     shell_status,
 )
+from oomguard.oom_text import mentions_oom
 from oomguard.units import format_bytes
 
 NEAR_LIMIT = 0.90

@@ -20,7 +20,7 @@ import signal
 import time
 from pathlib import Path
 
-from oomguard.memory.host import own_cgroup_dirs
+from oomguard.host import oom_kills, own_cgroup_dirs
 
 _EMPTY_WAIT = 5.0  # seconds to wait for the processes left in a cgroup to die before removing it
 
@@ -31,32 +31,6 @@ def _write(path: Path, value: int | str) -> bool:
     except OSError:
         return False
     return True
-
-
-def _oom_kills(file: Path) -> int:
-    """The ``oom_kill`` count in a cgroup's ``memory.oom_control`` (v1) or ``memory.events`` (v2)."""
-    try:
-        for line in file.read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def own_oom_kills() -> int:
-    """Processes of our own cgroup (the child's, when it has no cap) that the kernel OOM-killed.
-
-    Counting in our cgroup, not the whole machine's ``/proc/vmstat``, keeps
-    other programs' OOM kills from being blamed on the child. 0 where unknown.
-    """
-    v1, v2 = own_cgroup_dirs()
-    if v1 is not None:
-        return _oom_kills(v1 / "memory.oom_control")
-    if v2 is not None:
-        return _oom_kills(v2 / "memory.events")
-    return 0
 
 
 class PollCap:
@@ -127,7 +101,7 @@ class CgroupCap(PollCap):
 
     def hit(self) -> bool:
         """Whether the kernel OOM-killed a process in this attempt's cgroup, or the poll did."""
-        kernel = self.directory is not None and _oom_kills(self.directory / "memory.oom_control") > 0
+        kernel = self.directory is not None and oom_kills(self.directory / "memory.oom_control") > 0
         return kernel or self._hit
 
     def release(self) -> None:

@@ -23,8 +23,8 @@ from typing import IO
 
 import psutil
 
+from oomguard.codes import EXIT_NOT_FOUND
 from oomguard.errors import OomguardError
-from oomguard.supervise.codes import EXIT_NOT_FOUND
 
 TAIL_LINES = 50
 STDERR_LINES = 200  # enough for a long traceback whose first line we look for

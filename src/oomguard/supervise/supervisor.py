@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from oomguard.memory import host
+from oomguard import host
 from oomguard.memory.sampler import MemorySampler, Sample
 from oomguard.supervise.attribution import Cause, Evidence, attribute, low_available
-from oomguard.supervise.cap import CgroupCap, PollCap, make_cap, own_oom_kills
+from oomguard.supervise.cap import CgroupCap, PollCap, make_cap
 from oomguard.supervise.child import Child
 from oomguard.supervise.log import Console, StderrConsole, SupervisorLog
 from oomguard.supervise.policy import Failure, decide
@@ -164,7 +164,7 @@ class Supervisor:
 
     def _attempt(self, argv: list[str], number: int) -> Outcome:
         procs = self._prepare_cap(number)
-        kills_before = own_oom_kills()
+        kills_before = host.own_oom_kills()
         started = time.monotonic()
         window: deque[Sample] = deque(maxlen=max(1, int(WINDOW_SECONDS / self.interval)))
         try:
@@ -199,7 +199,7 @@ class Supervisor:
             total=host.total_memory(),
             limit=self.cap_limit,
             cap_hit=cap_hit,
-            kernel_oom_kills=own_oom_kills() - kills_before,
+            kernel_oom_kills=host.own_oom_kills() - kills_before,
         )
         seconds = time.monotonic() - started
         return Outcome(returncode, evidence, child.stderr_tail.lines(), child.tail.lines(), seconds)

@@ -1,4 +1,4 @@
-"""Host memory: totals, availability (cgroup-aware), process RSS and its resettable peak.
+"""A process's memory: RSS of one process and of its tree, and this process's resettable peak.
 
 On Linux the peak RSS of this process is the kernel's own high-water mark
 (``VmHWM``), reset by writing ``5`` to ``/proc/self/clear_refs``: exact and
@@ -9,82 +9,8 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from pathlib import Path
 
 import psutil
-
-_CGROUP_V1 = Path("/sys/fs/cgroup/memory")
-_CGROUP_V2 = Path("/sys/fs/cgroup")
-_NO_LIMIT = 1 << 60
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    if text == "max":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        return None
-    return value if value < _NO_LIMIT else None
-
-
-@cache
-def own_cgroup_dirs() -> tuple[Path | None, Path | None]:
-    """This process's cgroup v1 memory directory and cgroup v2 directory, where they exist."""
-    v1 = v2 = None
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None, None
-    for line in lines:
-        _hierarchy, controllers, relative = line.split(":", 2)
-        relative = relative.lstrip("/")
-        if "memory" in controllers.split(","):
-            candidate = _CGROUP_V1 / relative
-            v1 = candidate if (candidate / "memory.limit_in_bytes").exists() else None
-        elif controllers == "":
-            candidate = _CGROUP_V2 / relative
-            v2 = candidate if (candidate / "memory.max").exists() else None
-    return v1, v2
-
-
-def cgroup_limit_and_usage() -> tuple[int | None, int | None]:
-    """The memory limit and usage of this process's cgroup (None where there is no limit)."""
-    v1, v2 = own_cgroup_dirs()
-    if v2 is not None:
-        limit = _read_int(v2 / "memory.max")
-        if limit is not None:
-            return limit, _read_int(v2 / "memory.current")
-    if v1 is not None:
-        limit = _read_int(v1 / "memory.limit_in_bytes")
-        if limit is not None:
-            return limit, _read_int(v1 / "memory.usage_in_bytes")
-    return None, None
-
-
-def total_memory() -> int:
-    """Physical memory, or the cgroup's limit when that is smaller (containers)."""
-    total = psutil.virtual_memory().total
-    limit, _ = cgroup_limit_and_usage()
-    return min(total, limit) if limit else total
-
-
-def available_memory() -> int:
-    """Memory the system can still give, or what the cgroup allows, whichever is less."""
-    available = psutil.virtual_memory().available
-    limit, usage = cgroup_limit_and_usage()
-    if limit is not None and usage is not None:
-        available = min(available, max(0, limit - usage))
-    return int(available)
-
-
-def swap_used() -> int:
-    return int(psutil.swap_memory().used)
-
 
 _own_files: dict[str, tuple[int, int]] = {}  # name -> (pid that opened it, fd)
 

@@ -1,4 +1,4 @@
-"""Crash-safe files: write under a temporary name, fsync, rename, fsync the directory.
+"""Checkpoint files with checksums: hashed while written, published so that every name always verifies.
 
 Every published file has a checksum sidecar ``<name>.sha256`` in the
 ``sha256sum`` format. The sidecar is always written *before* the file it
@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from oomguard.atomic import temp_path
+
 CHUNK = 1 << 20
-TMP_MARK = ".tmp-"
 SIDECAR_SUFFIX = ".sha256"
-_counter = itertools.count()
 # Errors that a copy would hit as well: no point falling back to copying.
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -30,38 +29,6 @@ _STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EIO, getattr(errno, "EDQUOT"
 def sidecar(path: Path) -> Path:
     """The checksum file that goes with ``path``."""
     return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def temp_path(final: Path) -> Path:
-    """A hidden name beside ``final`` that no other writer uses (pid + counter)."""
-    return final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}-{next(_counter)}")
-
-
-def temp_owner(path: Path) -> int | None:
-    """The PID that made temporary file ``path``, or None if ``path`` is not one of ours."""
-    name = path.name
-    if not name.startswith(".") or TMP_MARK not in name:
-        return None
-    pid, _, _count = name.rpartition(TMP_MARK)[2].partition("-")
-    return int(pid) if pid.isdigit() else None
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the renames done in ``directory`` durable.
-
-    Without it a power cut can forget a rename that a later unlink relied on.
-    Windows cannot open a directory; some file systems refuse fsync on one.
-    """
-    if os.name == "nt":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 class HashingWriter:
