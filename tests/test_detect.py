@@ -283,3 +283,42 @@ def test_a_detection_config_without_a_yolo_model_is_refused_before_any_work(tmp_
     assert done.stderr.strip() == ("oomguard: error: task=detect needs a YOLO model file, got "
                                    "model='builtin:tiny'; give model=yolov8n.yaml or a local .pt")
     assert not (tmp_path / "runs").exists()
+
+
+PLAIN_YOLO = """
+import json, sys
+from ultralytics import YOLO
+data, project, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seen = []
+model = YOLO("yolov8n.yaml")
+model.add_callback("on_train_start", lambda trainer: seen.append(trainer.batch_size * trainer.accumulate))
+model.train(data=data, epochs=1, imgsz=64, batch=batch, workers=0, device="cpu", project=project,
+            name="plain", plots=False, val=False, verbose=False)
+print(json.dumps(seen))
+"""
+
+
+def test_the_effective_batch_is_plain_ultralytics_own_with_and_without_a_smaller_batch(tmp_path: Path,
+                                                                                      ) -> None:
+    data = make_detection_dataset(tmp_path / "boxes", train=64, val=4)
+    plain = subprocess.run([sys.executable, "-c", PLAIN_YOLO, str(data), str(tmp_path / "plain"), "16"],
+                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, **ENV},
+                           timeout=600)
+    assert plain.returncode == 0, plain.stderr
+    (expected,) = json.loads(plain.stdout.strip().splitlines()[-1])
+    assert expected == 64  # 16 images a step, accumulated 4 times up to ultralytics' nbs of 64
+
+    base = ["train", "--no-supervise", *args(data, 1)]
+    free = oomguard(*base, "name=free", cwd=tmp_path, env=ENV)
+    assert free.returncode == 0, free.stderr
+    (row,) = rows(tmp_path / "runs" / "free")
+    assert (int(row["microbatch"]), int(row["effective_batch"])) == (16, expected)
+
+    # A budget at the peak the probe measured for 16 images: 16 no longer fits, a smaller step does.
+    plan = next(e for e in events(tmp_path / "runs" / "free") if e["event"] == "plan")
+    peak16 = next(r["peak"] for r in plan["table"] if r["size"] == 16)  # type: ignore[index]
+    tight = oomguard(*base, "name=tight", f"memory_limit={peak16}B", cwd=tmp_path, env=ENV)
+    assert tight.returncode == 0, tight.stderr
+    (row,) = rows(tmp_path / "runs" / "tight")
+    assert int(row["microbatch"]) < 16
+    assert int(row["effective_batch"]) == expected

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,8 +96,8 @@ def test_unknown_model() -> None:
     )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("timm") is not None, reason="timm is installed")
-def test_timm_missing() -> None:
+def test_timm_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails, as without the extra
     with pytest.raises(ConfigError) as err:
         build_model("timm:efficientnet_b0", 3, 0)
     assert str(err.value) == "model=timm:efficientnet_b0 needs timm: pip install 'oomguard[vision]'"
@@ -104,3 +108,48 @@ def test_timm_backbone_gets_the_shared_head() -> None:
     model = build_model("timm:resnet18", 6, 2)
     out = model(torch.randn(2, 3, 32, 32))
     assert out["logits"].shape == (2, 6) and out["reg"].shape == (2, 2)
+
+
+HUB_LOAD = """
+import json, sys, torch
+from oomguard.errors import ConfigError
+from oomguard.models import build_model
+try:
+    model = build_model("timm:resnet18", 6, 2, pretrained=True)
+except ConfigError as err:
+    print(json.dumps({"error": str(err)}))
+else:
+    source = torch.load(sys.argv[1], weights_only=True)
+    loaded = model.backbone.state_dict()
+    print(json.dumps({"equal": all(torch.equal(loaded[k], v) for k, v in source.items())}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed")
+def test_timm_pretrained_true_loads_through_timms_hub_cache(tmp_path: Path) -> None:
+    """pretrained=true: timm's own hub loader, here from a prepared Hugging Face cache, offline."""
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    weights = {k: v.contiguous() for k, v in source.state_dict().items()}
+    torch.save(weights, tmp_path / "source.pt")
+    tag = timm.models.get_pretrained_cfg("resnet18").hf_hub_id  # e.g. timm/resnet18.a1_in1k
+    repo = tmp_path / "hub" / ("models--" + tag.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file(weights, str(snapshot / "model.safetensors"))
+
+    def load(cache: Path) -> dict[str, object]:
+        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-c", HUB_LOAD, str(tmp_path / "source.pt")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    assert load(tmp_path / "hub") == {"equal": True}
+    error = str(load(tmp_path / "empty")["error"])  # offline and nothing cached
+    assert error.startswith("model=timm:resnet18 pretrained=true: timm could not get its weights (")
+    assert error.endswith("connect once to download them, or give pretrained=path/to/weights")

@@ -82,6 +82,7 @@ def test_cuda_peak_is_the_allocator_peak_and_no_budget() -> None:
 
 
 def test_command_exit_code_and_missing_data() -> None:
-    events = [ev(0, "start", attempt=1), ev(30, "finish", exit_code=3)]
+    # The supervisor's stop after a command that kept failing (the only writer of an exit code).
+    events = [ev(0, "start", attempt=1), ev(30, "stop", cause="bug", reason="failed again", exit_code=3)]
     assert verdict(events, None) == "failed with exit code 3; no leak"
     assert verdict([], None) == "no events and no memory samples recorded"

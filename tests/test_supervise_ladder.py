@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oomguard.events import EventLog, read_events
+from oomguard import events as ev
+from oomguard.events import EventLog
 from oomguard.rundir import RunDir
 from oomguard.supervise.history import child_report, last_step
 from oomguard.supervise.ladder import PlanState, next_rung
@@ -51,17 +52,24 @@ def test_small_imgsz_rounds_to_a_multiple_of_8() -> None:
     assert rung is not None and rung.overrides == {"imgsz": 24}
 
 
+def plan(microbatch: int, eval_microbatch: int) -> ev.Plan:
+    return ev.Plan(microbatch=microbatch, eval_microbatch=eval_microbatch, ceiling=microbatch, budget=None,
+                   fit={}, table=[], eval_fit=None, eval_table=[], optimizer_peak=0, snapshot_bytes=0,
+                   start=0, seconds=0.0)
+
+
 def test_child_report_reads_only_the_last_attempt(tmp_path: Path) -> None:
     log = EventLog(tmp_path / "events.jsonl")
-    log.emit("start", attempt=1, device="cuda:0", budget=8_000_000_000,
-             config={"microbatch": "auto", "workers": 4, "val_every": 1, "imgsz": 224, "cache": True})
-    log.emit("plan", microbatch=64, eval_microbatch=128)
-    log.emit("start", attempt=2, device="cuda:0", budget=7_000_000_000,
-             config={"microbatch": 32, "workers": 4, "val_every": 1, "imgsz": 224, "cache": True})
-    log.emit("plan", microbatch=32, eval_microbatch=128)
-    log.emit("shrink", phase="train", **{"from": 32, "to": 24})
-    log.emit("shrink", phase="eval", **{"from": 128, "to": 96})
-    report = child_report(read_events(log.path), {}, {})
+    config = {"microbatch": "auto", "workers": 4, "val_every": 1, "imgsz": 224, "cache": True}
+    log.emit(ev.Start(pid=1, attempt=1, resume=False, device="cuda:0", budget=8_000_000_000, config=config))
+    log.emit(plan(microbatch=64, eval_microbatch=128))
+    log.emit(ev.Start(pid=2, attempt=2, resume=True, device="cuda:0", budget=7_000_000_000,
+                      config={"microbatch": 32, "workers": 4, "val_every": 1, "imgsz": 224, "cache": True}))
+    log.emit(plan(microbatch=32, eval_microbatch=128))
+    log.emit(ev.Shrink(phase="train", from_=32, to=24, reason="oom", predicted=None))
+    log.emit(ev.Shrink(phase="eval", from_=128, to=96, reason="oom", predicted=None))
+    assert log.path is not None
+    report = child_report(ev.load_events(log.path), {}, {})
     assert report.budget == 7_000_000_000
     assert report.state == PlanState(microbatch=24, eval_microbatch=96, val_every=1, workers=4, cache=True,
                                      imgsz=224, device="cuda:0", release_every=None)
@@ -76,7 +84,7 @@ def test_child_report_without_a_start_uses_config_and_overrides() -> None:
 def test_last_step_from_memory_timeline_and_events(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     assert last_step(run) is None
-    EventLog(run.events).emit("checkpoint", step=120)
+    EventLog(run.events).emit(ev.Checkpoint(step=120))
     run.memory.write_text("time,process_rss,children_rss,system_available,device_allocated,device_reserved,"
                           "step,rank\n1.0,1,0,1,0,0,130,0\n2.0,1,0,1,0,0,135,0\n3.0,1,0")  # a torn last line
     assert last_step(run) == 135

@@ -23,6 +23,7 @@ CHILD = """
 import json, os, signal, sys, time
 from pathlib import Path
 import yaml
+from oomguard import events as ev
 from oomguard.events import EventLog
 
 run_dir, spec, args = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
@@ -36,11 +37,14 @@ if action != "early-kill":
     overrides = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args if "=" in a)}
     config = {**spec["config"], **overrides}
     log = EventLog(run_dir / "events.jsonl")
-    log.emit("start", attempt=attempt, device=spec["device"], budget=10**9, config=config)
+    log.emit(ev.Start(pid=os.getpid(), attempt=attempt, resume=attempt > 1, device=spec["device"],
+                      budget=10**9, config=config))
     planned = [config[key] if isinstance(config[key], int) else auto for key, auto in
                (("microbatch", 32), ("val_batch", 64))]
-    log.emit("plan", microbatch=planned[0], eval_microbatch=planned[1])
-    log.emit("checkpoint", step=spec.get("step") or 10 * attempt)
+    log.emit(ev.Plan(microbatch=planned[0], eval_microbatch=planned[1], ceiling=planned[0], budget=10**9,
+                     fit={}, table=[], eval_fit=None, eval_table=[], optimizer_peak=0, snapshot_bytes=0,
+                     start=0, seconds=0.0))
+    log.emit(ev.Checkpoint(step=spec.get("step") or 10 * attempt))
 if action == "grow":
     blocks = [bytearray(10_000_000) for _ in range(40)]
     time.sleep(10)  # the cap kills it before or here

@@ -17,53 +17,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from oomguard.errors import ConfigError
 from oomguard.units import parse_duration, parse_memory_limit, parse_size
 
-# What each key expects, in words, for error messages.
-EXPECTED: dict[str, str] = {
-    "task": "one of auto, classify, multitask, detect",
-    "data": "a dataset path or builtin:shapes",
-    "model": "builtin:<name>, timm:<name> or a YOLO .yaml/.pt",
-    "pretrained": "true, false or a path to local weights",
-    "epochs": "a positive integer",
-    "batch": "a positive integer (the effective batch the optimizer sees)",
-    "microbatch": "auto or a positive integer",
-    "imgsz": "an integer image size of at least 8 pixels",
-    "device": "one of auto, cpu, cuda, cuda:N, mps",
-    "workers": "a non-negative integer",
-    "seed": "an integer",
-    "deterministic": "true or false",
-    "val_every": "a positive integer (epochs between validations)",
-    "val_batch": "auto or a positive integer",
-    "lr": "a positive number",
-    "optimizer": "one of sgd, adamw",
-    "momentum": "a number in [0, 1)",
-    "weight_decay": "a non-negative number",
-    "schedule": "one of cosine, step, constant",
-    "warmup_epochs": "a non-negative number of epochs",
-    "amp": "true or false",
-    "memory_limit": "auto, off, a size like 2GB or 1500MB, or a fraction like 0.8",
-    "memory_cap": "a size like 2GB, or null",
-    "min_available": "auto or a size like 1GB",
-    "checkpoint_every": "a duration like 30s or 10m",
-    "keep": "a positive integer",
-    "max_restarts": "a non-negative integer",
-    "dev_samples": "a positive integer or null",
-    "project": "a directory path",
-    "name": "a run name without slashes",
-    "allow_degrade": "true or false",
-    "cache": "true or false",
-    "reg_weight": "a non-negative number",
-    "label_smoothing": "a number in [0, 1)",
-    "sample_every": "a duration like 50ms or 0.1s",
-    "release_every": "a positive number of steps between cache releases, or null",
-    "rehearse": "true or false",
-    "tensorboard": "true or false",
-    "stages": "a list of mappings of overrides",
-    "nproc": "a positive number of processes per machine",
-    "nnodes": "a positive number of machines",
-    "node_rank": "this machine's index, from 0 to nnodes - 1",
-    "master_addr": "the host name or address of machine 0",
-    "master_port": "a TCP port from 1 to 65535, or 0 (a free one, on one machine)",
-}
+
+def _key(default: Any, meaning: str, expected: str, **bounds: Any) -> Any:
+    """A config key: its default, one line of meaning (``--help``) and what a value must be (errors)."""
+    return Field(default, description=meaning, json_schema_extra={"expected": expected}, **bounds)
+
+
+def expected(key: str) -> str | None:
+    """What ``key`` expects, in words, for error messages."""
+    extra = Config.model_fields[key].json_schema_extra
+    return str(extra["expected"]) if isinstance(extra, dict) and "expected" in extra else None
+
+
+def keys_help() -> list[tuple[str, str, str]]:
+    """``(key, default, meaning)`` of every config key, in the model's order (``oomguard train --help``)."""
+    rows = []
+    for key, info in Config.model_fields.items():
+        default = info.default
+        if default is None or isinstance(default, bool):
+            shown = yaml.safe_dump(default).split("\n")[0]  # null, true, false: as key=value reads them
+        else:
+            shown = str(default)
+        rows.append((key, shown, info.description or ""))
+    return rows
 
 
 def _positive_size(value: Any) -> int:
@@ -78,50 +54,85 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    task: Literal["auto", "classify", "multitask", "detect"] = "auto"
-    data: str = "builtin:shapes"
-    model: str = "builtin:tiny"
-    pretrained: bool | str = False
-    epochs: int = Field(12, ge=1)
-    batch: int = Field(64, ge=1)
-    microbatch: Literal["auto"] | int = "auto"
-    imgsz: int | None = Field(None, ge=8)
-    device: str = "auto"
-    workers: int = Field(0, ge=0)
-    seed: int = 0
-    deterministic: bool = False
-    val_every: int = Field(1, ge=1)
-    val_batch: Literal["auto"] | int = "auto"
-    lr: float | None = Field(None, gt=0)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float | None = Field(None, ge=0)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: float = Field(1.0, ge=0)
-    amp: bool = False
-    memory_limit: Literal["auto", "off"] | float | int = "auto"
-    memory_cap: int | None = None
-    min_available: Literal["auto"] | int = "auto"
-    checkpoint_every: float = 300.0
-    keep: int = Field(2, ge=1)
-    max_restarts: int = Field(10, ge=0)
-    dev_samples: int | None = Field(None, ge=1)
-    project: str = "runs"
-    name: str = "exp"
-    allow_degrade: bool = False
-    cache: bool = False
-    reg_weight: float = Field(1.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    sample_every: float = 0.05
-    release_every: int | None = Field(None, ge=1)
-    rehearse: bool = False
-    tensorboard: bool = False
-    stages: list[dict[str, Any]] | None = None
-    nproc: int = Field(1, ge=1)
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)
-    master_addr: str = "127.0.0.1"
-    master_port: int = Field(0, ge=0, le=65535)
+    task: Literal["auto", "classify", "multitask", "detect"] = _key(
+        "auto", "what to train: classify (image folders), multitask (CSV with class + numbers), detect "
+        "(YOLO); auto picks from data", "one of auto, classify, multitask, detect")
+    data: str = _key("builtin:shapes", "a dataset folder, a CSV table's folder, an ultralytics data.yaml, or "
+                     "builtin:shapes", "a dataset path or builtin:shapes")
+    model: str = _key("builtin:tiny", "builtin:tiny|resnet|resnet18, timm:<name>, or a YOLO .yaml/.pt",
+                      "builtin:<name>, timm:<name> or a YOLO .yaml/.pt")
+    pretrained: bool | str = _key(False, "false, or local weights to start from (a timm name with true "
+                                  "downloads through timm)", "true, false or a path to local weights")
+    epochs: int = _key(12, "epochs to train (across stages: each stage's own)", "a positive integer", ge=1)
+    batch: int = _key(64, "the effective batch the optimizer sees, whatever the microbatch (detection: "
+                      "images per step, as in ultralytics)",
+                      "a positive integer (the effective batch the optimizer sees)", ge=1)
+    nbs: int | None = _key(None, "detection: the nominal batch ultralytics accumulates steps to (its "
+                           "default 64)", "a positive integer, or null", ge=1)
+    microbatch: Literal["auto"] | int = _key("auto", "samples per forward/backward; auto measures and plans "
+                                             "it to fit the memory budget", "auto or a positive integer")
+    imgsz: int | None = _key(None, "image size in pixels (default: the task's)",
+                             "an integer image size of at least 8 pixels", ge=8)
+    device: str = _key("auto", "auto, cpu, cuda, cuda:N or mps", "one of auto, cpu, cuda, cuda:N, mps")
+    workers: int = _key(0, "data loader worker processes", "a non-negative integer", ge=0)
+    seed: int = _key(0, "seed of every random generator", "an integer")
+    deterministic: bool = _key(False, "deterministic algorithms (bit-identical resumes on GPUs too)",
+                               "true or false")
+    val_every: int = _key(1, "epochs between validations (and always at the last)",
+                          "a positive integer (epochs between validations)", ge=1)
+    val_batch: Literal["auto"] | int = _key("auto", "the evaluation microbatch; auto plans it",
+                                            "auto or a positive integer")
+    lr: float | None = _key(None, "peak learning rate (default: 0.05 for sgd, 0.003 for adamw)",
+                            "a positive number", gt=0)
+    optimizer: Literal["sgd", "adamw"] = _key("adamw", "sgd or adamw", "one of sgd, adamw")
+    momentum: float = _key(0.9, "SGD momentum (nesterov when above 0)", "a number in [0, 1)", ge=0, lt=1)
+    weight_decay: float | None = _key(None, "weight decay (default: 5e-4 for sgd, 0.05 for adamw)",
+                                      "a non-negative number", ge=0)
+    schedule: Literal["cosine", "step", "constant"] = _key(
+        "cosine", "learning-rate schedule after warm-up", "one of cosine, step, constant")
+    warmup_epochs: float = _key(1.0, "epochs of linear learning-rate warm-up",
+                                "a non-negative number of epochs", ge=0)
+    amp: bool = _key(False, "mixed precision (float16 with a GradScaler on CUDA, bfloat16 elsewhere)",
+                     "true or false")
+    memory_limit: Literal["auto", "off"] | float | int = _key(
+        "auto", "the memory budget: auto, off, a size (6GB) or a fraction of the device (0.8)",
+        "auto, off, a size like 2GB or 1500MB, or a fraction like 0.8")
+    memory_cap: int | None = _key(None, "rehearsal: the supervisor kills the run above this size, as a "
+                                  "smaller machine's OS would", "a size like 2GB, or null")
+    min_available: Literal["auto"] | int = _key(
+        "auto", "system memory under which the run checkpoints, releases caches and shrinks (auto: 5% of "
+        "the machine, at least 300 MB)", "auto or a size like 1GB")
+    checkpoint_every: float = _key(300.0, "time between checkpoints besides every epoch's (30s, 10m)",
+                                   "a duration like 30s or 10m")
+    keep: int = _key(2, "checkpoints kept besides best.pt", "a positive integer", ge=1)
+    max_restarts: int = _key(10, "restarts the supervisor may make", "a non-negative integer", ge=0)
+    dev_samples: int | None = _key(None, "train and validate on this many samples only (a quick try)",
+                                   "a positive integer or null", ge=1)
+    project: str = _key("runs", "the folder of run directories", "a directory path")
+    name: str = _key("exp", "this run's directory in project", "a run name without slashes")
+    allow_degrade: bool = _key(False, "after memory kills, the supervisor may also lower imgsz",
+                               "true or false")
+    cache: bool = _key(False, "hold decoded images in RAM", "true or false")
+    reg_weight: float = _key(1.0, "multitask: weight of the regression loss", "a non-negative number", ge=0)
+    label_smoothing: float = _key(0.0, "label smoothing of the classification loss", "a number in [0, 1)",
+                                  ge=0, lt=1)
+    sample_every: float = _key(0.05, "time between memory samples", "a duration like 50ms or 0.1s")
+    release_every: int | None = _key(None, "steps between cache releases (the restart ladder sets it)",
+                                     "a positive number of steps between cache releases, or null", ge=1)
+    rehearse: bool = _key(False, "a short dress rehearsal that says whether the whole run fits",
+                          "true or false")
+    tensorboard: bool = _key(False, "write TensorBoard scalars to RUN/tensorboard", "true or false")
+    stages: list[dict[str, Any]] | None = _key(None, "a list of overrides, one per stage (config file)",
+                                               "a list of mappings of overrides")
+    nproc: int = _key(1, "data-parallel processes on this machine",
+                      "a positive number of processes per machine", ge=1)
+    nnodes: int = _key(1, "machines of a data-parallel run", "a positive number of machines", ge=1)
+    node_rank: int = _key(0, "this machine's index among nnodes",
+                          "this machine's index, from 0 to nnodes - 1", ge=0)
+    master_addr: str = _key("127.0.0.1", "host of machine 0 (rendezvous)",
+                            "the host name or address of machine 0")
+    master_port: int = _key(0, "rendezvous port (0: a free one, on one machine)",
+                            "a TCP port from 1 to 65535, or 0 (a free one, on one machine)", ge=0, le=65535)
 
     @model_validator(mode="after")
     def _node_rank_in_range(self) -> Config:
@@ -250,8 +261,9 @@ def build_config(values: dict[str, Any]) -> Config:
             raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
         key = str(first["loc"][0])
         given = values.get(key, first.get("input"))
-        expected = EXPECTED.get(key, first["msg"])
-        raise ConfigError(f"bad value for {key!r}: expected {expected}, got {given!r}") from None
+        wanted = expected(key) if key in Config.model_fields else None
+        wanted = wanted or first["msg"]
+        raise ConfigError(f"bad value for {key!r}: expected {wanted}, got {given!r}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

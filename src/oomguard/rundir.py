@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from oomguard.errors import RunDirError
 
@@ -43,6 +46,17 @@ class RunDir:
     @property
     def log(self) -> Path:
         return self.root / "train.log"
+
+    def saved_config(self) -> dict[str, Any] | None:
+        """``config.yaml`` as the run wrote it: a plain dict, or None when missing or unreadable.
+
+        The one reader of that file: the CLI on ``--resume``, the supervisor and the report.
+        """
+        try:
+            loaded = yaml.safe_load(self.config.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
 
     def exists(self) -> bool:
         return self.root.is_dir() and any(self.root.iterdir())

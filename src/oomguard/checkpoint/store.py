@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from oomguard import events as ev
 from oomguard.atomic import fsync_dir, temp_owner, temp_path
 from oomguard.checkpoint import checksummed
 from oomguard.errors import OomguardError
@@ -172,8 +173,8 @@ class CheckpointStore:
         seconds = time.perf_counter() - start
         if self.events is not None:
             epoch = state.get("epoch") if isinstance(state, Mapping) else None
-            self.events.emit("checkpoint", path=str(final), epoch=epoch, step=step,
-                             seconds=round(seconds, 4), bytes=size, best=best)
+            self.events.emit(ev.Checkpoint(path=str(final), epoch=epoch, step=step,
+                                           seconds=round(seconds, 4), bytes=size, best=best))
         return SaveResult(step, final, size, seconds, digest, best)
 
     def _publish_new(self, final: Path, state: Mapping[str, Any]) -> tuple[str, int]:
@@ -232,7 +233,7 @@ class CheckpointStore:
         self.console(f"oomguard: warning: {what}; training goes on. "
                      f"Free disk space or fix permissions in {self.directory}")
         if self.events is not None:
-            self.events.emit("checkpoint", path=str(final), step=step, error=error, best=best)
+            self.events.emit(ev.Checkpoint(path=str(final), step=step, error=error, best=best))
         return SaveResult(step, final if saved else None, best=best, error=error)
 
     # -- loading ----------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ class CheckpointStore:
                 self.console(f"oomguard: warning: checkpoint {path} is corrupt ({exc.reason}); "
                              f"trying the next older one")
                 if self.events is not None:
-                    self.events.emit("checkpoint", corrupt=str(path), reason=exc.reason)
+                    self.events.emit(ev.Checkpoint(corrupt=str(path), reason=exc.reason))
         if not tried:
             return None
         raise CheckpointError(

@@ -23,7 +23,16 @@ ArgsOption = Annotated[
 ]
 
 
-@app.command()
+def _keys_epilog() -> str:
+    """Every config key with its default and meaning, from the config model (no copy to drift)."""
+    from oomguard.config import keys_help
+
+    lines = [f"{key}={default}\n    {meaning}" for key, default, meaning in keys_help()]
+    # \b keeps click from re-wrapping the block
+    return "\b\nConfig keys (key=value, or in CONFIG.yaml):\n" + "\n".join(lines)
+
+
+@app.command(epilog=_keys_epilog())
 def train(
     args: ArgsOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in <project>/<name>.")] = False,

@@ -43,11 +43,3 @@ def get_device(name: str = "auto") -> Device:
 
         return MPSDevice()
     raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
-
-
-def device_for_tensor(tensor: torch.Tensor) -> Device:
-    """The Device that holds ``tensor`` (used by the Guard when none is given)."""
-    kind = tensor.device.type
-    if kind == "cuda":
-        return get_device(f"cuda:{tensor.device.index or 0}")
-    return get_device(kind)

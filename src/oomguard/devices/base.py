@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 from abc import ABC, abstractmethod
-from typing import Any
 
 import torch
 
@@ -56,6 +55,15 @@ class Device(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.torch_device})"
+
+    def used(self, host: int, allocated: int, reserved: int) -> int:
+        """Memory in use as the budget counts it, from a reading of the process tree's host memory
+        (``host``) and the device allocator's ``allocated`` and ``reserved`` bytes.
+
+        The one definition of "memory used" on this device: the meter, the sampler's
+        timeline, the epoch peaks and the report all count it this way.
+        """
+        return host + reserved if self.unified else reserved
 
     def bind(self) -> None:
         """Make this device the process's current one (a rank of a group on a multi-GPU machine)."""
@@ -107,7 +115,3 @@ class Device(ABC):
 
     def set_rng_state(self, state: torch.Tensor) -> None:
         """Restore a state from :meth:`rng_state`."""
-
-    def stats(self) -> dict[str, Any]:
-        """Numbers for the memory timeline."""
-        return {"device_allocated": self.allocated(), "device_reserved": self.reserved()}

@@ -23,11 +23,6 @@ from oomguard.devices import Device
 TIMEOUT = timedelta(minutes=10)
 
 
-def launched_rank() -> bool:
-    """True in a process that torch.distributed's launcher started as one of several ranks."""
-    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 @dataclass
 class Group:
     """Rank, world size and local rank of this process, and collectives over small lists of numbers."""

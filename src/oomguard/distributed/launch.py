@@ -1,8 +1,8 @@
 """``nproc=N`` (and ``nnodes``...): start the ranks through torch.distributed's own launcher.
 
 This process becomes torch.distributed.elastic's agent for its machine (what
-``torchrun`` runs): it starts ``nproc`` ranks, each ``python -m oomguard train
-ARGS --no-supervise --resume`` with ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...
+``torchrun`` runs): it starts ``nproc`` ranks, each ``python -m oomguard.cli.rank
+ARGS`` with ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...
 set, watches them, and stops them all when one fails. The group is one job:
 its exit status is the one that explains the failure best (a SIGKILLed rank
 is 137, memory pressure 75), so the supervisor above restarts the whole group
@@ -19,11 +19,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from oomguard import environment
 from oomguard.codes import EXIT_NO_FIT, EXIT_PRESSURE
 from oomguard.config import Config
 
-#: Set in every rank's environment: the run directory was prepared by the launcher, which holds its lock.
-GROUP_ENV = "OOMGUARD_GROUP"
 #: Seconds the ranks get to checkpoint after the agent asks them to stop, before it kills them.
 SHUTDOWN_SECONDS = 60
 _PRIORITY = (-signal.SIGKILL, EXIT_PRESSURE, EXIT_NO_FIT)
@@ -65,10 +64,10 @@ def launch_group(config: Config, args: Sequence[str], say: Callable[[str], None]
         rdzv_endpoint=f"{config.master_addr}:{port}", rdzv_configs={"rank": config.node_rank},
         max_restarts=0, start_method="spawn", shutdown_timeout=SHUTDOWN_SECONDS,
     )
-    os.environ[GROUP_ENV] = str(config.run_dir)
+    os.environ[environment.GROUP] = str(config.run_dir)
     # The ranks share the machine's cores (torchrun's default is 1 thread; this keeps all cores busy).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc)))
-    argv: list[Any] = ["-m", "oomguard", "train", *args, "--no-supervise", "--resume"]
+    argv: list[Any] = ["-m", "oomguard.cli.rank", *args]
     say(f"starting {config.world_size} ranks ({config.nnodes} machine(s) x {config.nproc}) through "
         f"torch.distributed, rendezvous at {config.master_addr}:{port}")
     try:

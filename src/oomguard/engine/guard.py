@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from oomguard import events as ev
 from oomguard.devices import Device, get_device
 from oomguard.devices.base import OverBudget, is_oom
 from oomguard.engine.ddp import PeerOutOfMemory, StepSync
@@ -124,7 +125,7 @@ class Guard:
 
             self.sync = StepSync(Group.join(self.device), model)
         self.steps = 0
-        #: Largest peak (budget bytes) measured in a step or evaluation since :meth:`reset_peak_memory`.
+        #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
 
@@ -196,8 +197,8 @@ class Guard:
         assert self.sync is not None
         agreed, scale = self.sync.begin(total, phase.size)
         if agreed < phase.size:
-            self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": agreed},
-                             reason="another rank of the group runs smaller", predicted=None)
+            self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=agreed,
+                                       reason="another rank of the group runs smaller", predicted=None))
             phase.size = agreed
         return scale
 
@@ -223,8 +224,8 @@ class Guard:
             failure = self._failure(exc)
         if failure is not None:
             # Lazy optimizer state is allocated before any weight moves: free the cache and try once more.
-            self.events.emit("oom", phase="train", microbatch=self.microbatch, peak=failure[0],
-                             budget=self.budget.limit, error=f"optimizer step: {failure[1]}")
+            self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=failure[0],
+                                    budget=self.budget.limit, error=f"optimizer step: {failure[1]}"))
             self.device.empty_cache()
             self.runner.optimizer_step()
 
@@ -235,9 +236,6 @@ class Guard:
 
     def _note(self, peak: int | None) -> None:
         self.peak_memory = max(self.peak_memory, peak or 0)
-
-    def reset_peak_memory(self) -> None:
-        self.peak_memory = 0
 
     def evaluate(self, batch: Any, fn: EvalFn) -> Any:
         """``fn`` over ``batch`` in eval microbatches, without gradients; outputs joined, detached, on CPU.
@@ -301,8 +299,7 @@ class Guard:
             _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
-        self.events.emit("plan", **{**plan.event(), "microbatch": self.microbatch,
-                                    "eval_microbatch": self.eval_microbatch or None})
+        self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None))
         return plan
 
     def shrink(self, reason: str) -> int:

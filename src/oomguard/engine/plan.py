@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from oomguard import events as ev
 from oomguard.engine.recovery import MemoryModel
 
 
@@ -92,22 +93,23 @@ class Plan:
     start: int = 0
     seconds: float = 0.0
 
-    def event(self) -> dict[str, Any]:
-        return {
-            "microbatch": self.microbatch,
-            "eval_microbatch": self.eval_microbatch,
-            "ceiling": self.ceiling,
-            "budget": self.budget,
-            "fit": {"a": round(self.fit.a), "b": round(self.fit.b)},
-            "table": [{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.table],
-            "eval_fit": None if self.eval_fit is None else {
+    def event(self, microbatch: int | None = None, eval_microbatch: int | None = None) -> ev.Plan:
+        """The ``plan`` event; ``microbatch``/``eval_microbatch``: the sizes in force, when they differ."""
+        return ev.Plan(
+            microbatch=self.microbatch if microbatch is None else microbatch,
+            eval_microbatch=self.eval_microbatch if eval_microbatch is None else eval_microbatch,
+            ceiling=self.ceiling,
+            budget=self.budget,
+            fit={"a": round(self.fit.a), "b": round(self.fit.b)},
+            table=[{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.table],
+            eval_fit=None if self.eval_fit is None else {
                 "a": round(self.eval_fit.a), "b": round(self.eval_fit.b)},
-            "eval_table": [{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.eval_table],
-            "optimizer_peak": self.optimizer_peak,
-            "snapshot_bytes": self.snapshot_bytes,
-            "start": self.start,
-            "seconds": round(self.seconds, 3),
-        }
+            eval_table=[{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.eval_table],
+            optimizer_peak=self.optimizer_peak,
+            snapshot_bytes=self.snapshot_bytes,
+            start=self.start,
+            seconds=round(self.seconds, 3),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -55,7 +55,7 @@ class ProbeResult:
         return table
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "budget_source": self.budget, **self.plan.event()}
+        return {"device": self.device, "budget_source": self.budget, **self.plan.event().details()}
 
     def to_json(self) -> str:
         """One JSON object (one line): the ``plan`` event's details plus the device."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from oomguard import events as ev
 from oomguard.devices.base import Device
 from oomguard.engine.recovery import MemoryModel, failure_bound, grow, shrink, target_bytes
 from oomguard.errors import MemoryBudgetError
@@ -62,8 +63,8 @@ class Sizer:
     def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
         """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1."""
         self.device.empty_cache()
-        self.events.emit("oom", phase=phase.name, microbatch=phase.size, peak=peak, budget=self.budget.limit,
-                         error=error)
+        self.events.emit(ev.Oom(phase=phase.name, microbatch=phase.size, peak=peak, budget=self.budget.limit,
+                                error=error))
         if size <= 1:
             raise MemoryBudgetError(
                 f"{phase.words} does not fit the memory budget even at microbatch 1: the step peaked at "
@@ -93,8 +94,8 @@ class Sizer:
     def _shrink(self, phase: Phase, size: int, bound: int | None, measured: bool, reason: str) -> None:
         start = self._start()
         new, model = shrink(phase.model, size, start, bound, self.target(bound), measured)
-        self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": new}, reason=reason,
-                         predicted=model.predict(start, new))
+        self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=new, reason=reason,
+                                   predicted=model.predict(start, new)))
         phase.size, phase.model, phase.may_grow = new, model, True
         self.quiet = 0
         self.check_at = self.grow_after
@@ -105,8 +106,8 @@ class Sizer:
             return phase.size
         start = self._start()
         new = phase.size // 2
-        self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": new}, reason=reason,
-                         predicted=phase.model.predict(start, new))
+        self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=new, reason=reason,
+                                   predicted=phase.model.predict(start, new)))
         phase.size, phase.may_grow, phase.safe = new, True, min(phase.safe, new)
         self.quiet, self.check_at = 0, self.grow_after
         return new
@@ -140,8 +141,8 @@ class Sizer:
             return
         reason = "the first steps peaked under the plan" if calibrating else (
             f"{self.grow_after} steps without running out of memory")
-        self.events.emit("grow", phase=phase.name, **{"from": phase.size, "to": new}, reason=reason,
-                         predicted=model.predict(start, new))
+        self.events.emit(ev.Grow(phase=phase.name, from_=phase.size, to=new, reason=reason,
+                                 predicted=model.predict(start, new)))
         phase.size, phase.model = new, model
         if not calibrating:
             self.grow_after *= 2  # a grow that fails again costs a redone step: try less and less often
@@ -158,9 +159,9 @@ class Sizer:
                 continue
             fits = max(1, phase.model.largest(start, self.target(), phase.size))
             if fits < phase.size:
-                self.events.emit("shrink", phase=phase.name, **{"from": phase.size, "to": fits},
-                                 reason=f"room for a {format_bytes(n)} checkpoint snapshot",
-                                 predicted=phase.model.predict(start, fits))
+                self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=fits,
+                                           reason=f"room for a {format_bytes(n)} checkpoint snapshot",
+                                           predicted=phase.model.predict(start, fits)))
                 phase.size = fits
 
     def state_dict(self) -> dict[str, int | float]:

@@ -16,6 +16,7 @@ from typing import Any
 from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, capture_state, restore_state
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
+from oomguard.loop.stopping import StopCause
 
 
 def capture(state: State, *, epoch_done: bool = False) -> dict[str, Any]:
@@ -86,7 +87,7 @@ class Checkpointing(Callback):
         if self.writes and self.writer.due():
             self._save(state, epoch_done=False)
         if self.writer.should_stop:
-            state.request_stop(self.writer.stop_reason or "checkpoints cannot be written")
+            state.request_stop(StopCause.CHECKPOINTS_FAILING, self.writer.stop_reason)
 
     def on_validation_end(self, state: State) -> None:
         value = state.metrics.get(state.task.primary_metric)
@@ -99,6 +100,6 @@ class Checkpointing(Callback):
         self._best_this_epoch = False
 
     def on_end(self, state: State) -> None:
-        if state.stop_reason is not None:
+        if state.stop is not None:
             self._save(state, epoch_done=False)
         self.writer.close()

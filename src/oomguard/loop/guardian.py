@@ -14,19 +14,20 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 
+from oomguard import events as ev
 from oomguard import host
-from oomguard.codes import EXIT_PRESSURE
 from oomguard.events import EventLog
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.checkpointing import Checkpointing
 from oomguard.loop.state import State
-from oomguard.memory.leak import Leak, LeakDetector
-from oomguard.memory.pressure import Action, PressureMonitor, resolve_min_available
+from oomguard.loop.stopping import StopCause
+from oomguard.memory.leak import MB, Leak, LeakDetector
+from oomguard.memory.pressure import PressureWatch
 from oomguard.memory.tensors import Kind, census, diagnose
-from oomguard.units import format_bytes
 
 #: Steps between the first census (leak suspected) and the second (leak reported) at the least.
 CENSUS_GAP = 10
@@ -45,9 +46,19 @@ class LeakWatch:
         self.detector = LeakDetector(budget, warmup=warmup)
         self.baseline: tuple[int, Counter[Kind]] | None = None
         self.reported: list[Leak] = []
+        self._first: tuple[int, float] | None = None  # (step, monotonic time) of the first observation
+
+    def steps_per_hour(self, step: int) -> float | None:
+        """The pace of steps since the first observation (None before there is one to measure)."""
+        if self._first is None or step <= self._first[0]:
+            return None
+        elapsed = time.monotonic() - self._first[1]
+        return (step - self._first[0]) * 3600.0 / elapsed if elapsed > 0 else None
 
     def observe(self, step: int, used: int) -> Leak | None:
         """Add this step's memory; a newly reported leak, or None."""
+        if self._first is None:
+            self._first = (step, time.monotonic())
         self.detector.add(step, used)
         if self.baseline is None and self.detector.suspect():
             self.baseline = (step, self.take_census())
@@ -60,8 +71,11 @@ class LeakWatch:
         self.baseline = (step, after)
         self.detector.accept(leak)
         self.reported.append(leak)
-        self.events.emit("leak", step=step, mb_per_step=round(leak.mb_per_step, 3),
-                         budget_step=leak.budget_step, growth=int(leak.growth), diagnosis=diagnosis)
+        pace = self.steps_per_hour(step)
+        per_hour = int(leak.mb_per_step * MB * pace) if pace is not None else None
+        self.events.emit(ev.Leak(step=step, mb_per_step=round(leak.mb_per_step, 3),
+                                 budget_step=leak.budget_step, growth=int(leak.growth), diagnosis=diagnosis,
+                                 bytes_per_hour=per_hour))
         where = f"; the budget is reached near step {leak.budget_step}" if leak.budget_step else ""
         self.console(f"warning: memory grows {leak.mb_per_step:.2f} MB per step{where}: {diagnosis}")
         return leak
@@ -85,8 +99,8 @@ class FragmentationWatch:
         if found is not None and not self.live.suspect():
             self.release_every = (FIRST_RELEASE_EVERY if self.release_every is None
                                   else max(1, self.release_every // 2))
-            self.events.emit("fragmentation", step=step, mb_per_step=round(found.mb_per_step, 3),
-                             cache=reserved - allocated, release_every=self.release_every)
+            self.events.emit(ev.Fragmentation(step=step, mb_per_step=round(found.mb_per_step, 3),
+                                              cache=reserved - allocated, release_every=self.release_every))
             self.console(f"warning: the allocator's cache grows {found.mb_per_step:.2f} MB per step while "
                          f"live memory does not; releasing it every {self.release_every} steps")
             self.cache.reset()
@@ -100,9 +114,7 @@ class MemoryGuardian(Callback):
     def __init__(self, state: State, checkpointing: Checkpointing,
                  console: Callable[[str], None] = _ignore) -> None:
         self.checkpointing, self.console = checkpointing, console
-        self.total = host.total_memory()
-        self.min_available = resolve_min_available(state.config.min_available, self.total)
-        self.pressure = PressureMonitor(self.min_available)
+        self.pressure = PressureWatch(state.config.min_available)
         budget = state.guard.budget.limit
         self.leaks = LeakWatch(state.events, budget, console)
         self.fragmentation = FragmentationWatch(state.events, budget, console)
@@ -118,27 +130,20 @@ class MemoryGuardian(Callback):
 
     def _check_pressure(self, state: State) -> None:
         latest = state.memory.latest  # the sampler's reading: no /proc read on the training thread
-        available = latest.system_available if latest is not None else host.available_memory()
-        swap = host.swap_used() if available < 2 * self.min_available else None  # only matters when low
-        action = self.pressure.check(available, swap)
-        if action in (Action.OK, Action.WAIT):
-            return
         guard = state.guard
-        persisting = self.pressure.low > 1 and guard.microbatch <= 1
-        need = self.pressure.need(max(guard.peak_memory, host.tree_rss()), self.total)
-        state.events.emit("pressure", step=state.step, available=available, min_available=self.min_available,
-                          need=need, microbatch=guard.microbatch,
-                          action="exit" if action is Action.EXIT or persisting else "shrink")
-        if action is Action.EXIT or persisting:
-            state.extra["exit_code"] = EXIT_PRESSURE
-            state.extra["need"] = need
-            state.request_stop(f"memory pressure: {format_bytes(available)} available, under min_available "
-                               f"{format_bytes(self.min_available)}")
+        decision = self.pressure.check(latest.system_available if latest is not None else None,
+                                       guard.peak_memory, can_shrink=guard.microbatch > 1)
+        if decision is None:
+            return
+        state.events.emit(ev.Pressure(step=state.step, available=decision.available,
+                                      min_available=decision.min_available, need=decision.need,
+                                      microbatch=guard.microbatch,
+                                      action="exit" if decision.exits else "shrink"))
+        if decision.exits:
+            state.request_stop(StopCause.PRESSURE, decision.words(), need=decision.need)
             return
         self.checkpointing.save_now(state)
         state.device.empty_cache()
         if guard.microbatch > 1:
             guard.shrink("memory pressure")
-        self.console(f"memory pressure: {format_bytes(available)} available (under "
-                     f"{format_bytes(self.min_available)}); checkpointed, caches released, microbatch "
-                     f"{guard.microbatch}")
+        self.console(f"{decision.words()}; checkpointed, caches released, microbatch {guard.microbatch}")

@@ -24,6 +24,7 @@ from oomguard.events import EventLog
 from oomguard.loop.callbacks import Callback, CallbackList
 from oomguard.loop.checkpointing import Checkpointing
 from oomguard.loop.state import State
+from oomguard.loop.stopping import StopCause
 from oomguard.loop.train import fit, validate
 from oomguard.memory.leak import SUSTAINED_TAU, LeakDetector
 from oomguard.rundir import RunDir
@@ -72,10 +73,10 @@ class StepLimit(Callback):
         used = host.process_rss() + device.allocated() if device.unified else device.allocated()
         self.detector.add(self.steps, used)
         if self.steps >= self.limit:
-            state.request_stop("rehearsal")
+            state.request_stop(StopCause.REHEARSAL, "rehearsal")
 
     def on_epoch_end(self, state: State) -> None:
-        state.request_stop("rehearsal")
+        state.request_stop(StopCause.REHEARSAL, "rehearsal")
 
     def slope(self) -> float:
         trend = self.detector.trend()
@@ -96,7 +97,7 @@ def rehearse(config: Config, build: Callable[[Config, RunDir, EventLog], State],
         state.memory.start()
         try:
             fit(state, CallbackList([steps]))
-            state.stop_reason = None
+            state.stop = None
             with torch.no_grad():
                 validate(state)
             checkpointing.save_now(state)

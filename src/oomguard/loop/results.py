@@ -70,4 +70,3 @@ class ResultsWriter(Callback):
             if new:
                 writer.writeheader()
             writer.writerow({key: csv_cell(value) for key, value in row.items()})
-        state.extra["last_row"] = row

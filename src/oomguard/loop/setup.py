@@ -120,11 +120,6 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
         guard=guard, sampler=sampler, events=events, memory=memory, train_loader=train_loader,
         val_loader=val_loader, steps_per_epoch=steps_per_epoch, scaler=scaler, group=group,
     )
-    memory.add_listener(lambda sample: _track_peak(state, sample.tree_rss, sample.device_reserved))
+    memory.add_listener(lambda sample: state.note_peak(
+        device.used(sample.tree_rss, sample.device_allocated, sample.device_reserved)))
     return state
-
-
-def _track_peak(state: State, tree_rss: int, device_reserved: int) -> None:
-    used = tree_rss + device_reserved if state.device.unified else device_reserved
-    if used > state.epoch_peak:
-        state.epoch_peak = used

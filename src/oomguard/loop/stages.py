@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from oomguard import events as ev
 from oomguard.checkpoint import CheckpointStore
 from oomguard.config import Config, build_config
 from oomguard.distributed.group import Group
@@ -123,8 +124,8 @@ def announce_stage(events: EventLog, say: Callable[[str], None] | None, *, stage
                    step: int | None) -> None:
     """The ``stage`` event and its console line (``stage`` counts from 1), for any loop that trains stages."""
     first, last = epoch_offset + 1, epoch_offset + epochs
-    events.emit("stage", stage=stage, stages=stages, epochs=epochs, first_epoch=first, last_epoch=last,
-                overrides=overrides, resume=resume, epoch=epoch, step=step)
+    events.emit(ev.Stage(stage=stage, stages=stages, epochs=epochs, first_epoch=first, last_epoch=last,
+                         overrides=overrides, resume=resume, epoch=epoch, step=step))
     if say is not None:
         changes = " ".join(f"{key}={value}" for key, value in overrides.items())
         say(f"stage {stage}/{stages} (epochs {first}-{last}): {changes}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import torch
 from oomguard.config import Config
 from oomguard.devices import Device
 from oomguard.events import EventLog
+from oomguard.loop.stopping import StopCause, StopRequest
 from oomguard.memory.sampler import MemorySampler
 from oomguard.rundir import RunDir
 
@@ -56,14 +58,16 @@ class State:
     epoch_peak: int = 0
     epoch_started: float = field(default_factory=time.monotonic)
     epoch_seconds_before: float = 0.0  # time spent on this epoch before a resume
-    stop_reason: str | None = None
+    #: The stop the loop takes at the next step boundary (None: train on).
+    stop: StopRequest | None = None
     stage: int | None = None  # the index into ``stages:``; None for a run without stages
     epoch_offset: int = 0  # epochs of the stages before this one (results.csv numbers across stages)
     step_offset: int = 0  # the global step this stage started at (its lr schedule starts over)
-    extra: dict[str, Any] = field(default_factory=dict)
     group: Group | None = None  # the data-parallel group this process is a rank of
     #: A rank's own stop request, until the group agrees on it (at the next step) and stops together.
-    stop_requested: str | None = None
+    stop_requested: StopRequest | None = None
+    #: The epoch's peak memory is written by the sampler thread and read and reset by the loop.
+    peak_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -78,9 +82,22 @@ class State:
     def finished(self) -> bool:
         return self.epoch >= self.config.epochs
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, cause: StopCause, reason: str, need: int | None = None) -> None:
         """Ask the loop to stop at the next step boundary (after a checkpoint); a group, a step later."""
+        request = StopRequest(cause, reason, need)
         if self.group is not None:
-            self.stop_requested = self.stop_requested or reason
-        elif self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_requested = self.stop_requested or request
+        elif self.stop is None:
+            self.stop = request
+
+    def note_peak(self, used: int) -> None:
+        """Raise the epoch's peak to ``used`` bytes (the sampler thread calls this)."""
+        with self.peak_lock:
+            if used > self.epoch_peak:
+                self.epoch_peak = used
+
+    def take_peak(self) -> int:
+        """The epoch's peak so far, and a new epoch's peak starts at 0 (one atomic step)."""
+        with self.peak_lock:
+            peak, self.epoch_peak = self.epoch_peak, 0
+        return peak

@@ -25,12 +25,12 @@ import time
 
 import torch
 
-from oomguard.codes import EXIT_PRESSURE
 from oomguard.data.sampler import mix_seed
 from oomguard.engine.split import batch_size
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.schedule import lr_at
 from oomguard.loop.state import State
+from oomguard.loop.stopping import StopCause, StopRequest
 
 
 def should_validate(state: State) -> bool:
@@ -82,7 +82,7 @@ def train_epoch(state: State, callbacks: Callback) -> None:
         if state.config.release_every and state.step % state.config.release_every == 0:
             state.device.empty_cache()  # a safer plan chosen after a memory kill
         callbacks.on_step_end(state)
-        if state.stop_reason is not None:
+        if state.stop is not None:
             return
 
 
@@ -91,16 +91,20 @@ def agree_step(state: State, loss_sum: float, size: int) -> tuple[float, int]:
 
     One all-reduce per step. A stop asked on one rank (a signal, memory
     pressure) is taken by every rank at this same step, so rank 0's checkpoint
-    is where all of them stopped.
+    is where all of them stopped; pressure anywhere makes the group's exit a pressure exit.
     """
     assert state.group is not None
-    pressure = state.extra.get("exit_code") == EXIT_PRESSURE
+    asked = state.stop_requested
+    pressure = asked is not None and asked.cause is StopCause.PRESSURE
     total, samples, stops, pressed = state.group.sum(
-        [loss_sum, float(size), float(state.stop_requested is not None), float(pressure)])
-    if stops and state.stop_reason is None:
-        state.stop_reason = state.stop_requested or "another rank of the group stopped"
-        if pressed:
-            state.extra.setdefault("exit_code", EXIT_PRESSURE)
+        [loss_sum, float(size), float(asked is not None), float(pressure)])
+    if stops and state.stop is None:
+        if asked is not None and (pressure or not pressed):
+            state.stop = asked
+        elif pressed:
+            state.stop = StopRequest(StopCause.PRESSURE, "memory pressure on another rank of the group")
+        else:
+            state.stop = StopRequest(StopCause.PEER, "another rank of the group stopped")
     return total, int(samples)
 
 
@@ -111,11 +115,11 @@ def fit(state: State, callbacks: Callback) -> State:
         if not (state.guard.microbatch and state.guard.eval_microbatch):
             # Plan train and eval together on a real batch, before the first step (a resume skips it).
             state.guard.plan(next(iter(state.train_loader)), state.task.loss, state.task.predict)
-        while not state.finished and state.stop_reason is None:
+        while not state.finished and state.stop is None:
             state.epoch_started = time.monotonic()
             callbacks.on_epoch_start(state)
             train_epoch(state, callbacks)
-            if state.stop_reason is not None:
+            if state.stop is not None:
                 break
             if should_validate(state):
                 with torch.no_grad():
@@ -124,12 +128,13 @@ def fit(state: State, callbacks: Callback) -> State:
             else:
                 state.metrics = {}
             if state.group is not None:  # the epoch's peak is the largest rank's
-                state.epoch_peak = state.group.max(state.epoch_peak)
+                state.note_peak(state.group.max(state.epoch_peak))
             callbacks.on_epoch_end(state)
+            state.take_peak()  # the next epoch's peak starts now (atomically: the sampler writes it too)
             state.epoch += 1
             state.position = 0
             state.loss_sum, state.loss_samples = 0.0, 0
-            state.epoch_peak, state.epoch_seconds_before = 0, 0.0
+            state.epoch_seconds_before = 0.0
     finally:
         callbacks.on_end(state)
     return state

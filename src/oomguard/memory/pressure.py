@@ -20,6 +20,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from oomguard import host
+from oomguard.units import format_bytes
+
 MB = 1024**2
 AUTO_SHARE = 0.05
 AUTO_FLOOR = 300 * MB
@@ -71,3 +74,48 @@ class PressureMonitor:
     def need(self, peak: int, total: int) -> int:
         """Available memory to wait for before resuming: the run's peak plus the threshold (at most 90%)."""
         return min(int(0.9 * total), peak + self.min_available)
+
+
+@dataclass(frozen=True)
+class PressureDecision:
+    """What to do about low memory now: ``act`` (checkpoint, release, shrink) or ``exit`` (checkpoint, 75)."""
+
+    action: str
+    available: int
+    min_available: int
+    need: int  # available memory to wait for before resuming
+
+    @property
+    def exits(self) -> bool:
+        return self.action == "exit"
+
+    def words(self) -> str:
+        return (f"memory pressure: {format_bytes(self.available)} available, under min_available "
+                f"{format_bytes(self.min_available)}")
+
+
+class PressureWatch:
+    """The one pressure decision of every loop (the built-in one, the Guard's, ultralytics' callback).
+
+    ``check`` once per step with the sampler's latest available memory: None
+    while there is enough (or the last action still gets time), else the
+    decision. It exits when the monitor gives up, or when pressure persists
+    and there is no smaller microbatch left to go to (``can_shrink``).
+    """
+
+    def __init__(self, min_available: str | int, total: int | None = None) -> None:
+        self.total = host.total_memory() if total is None else total
+        self.min_available = resolve_min_available(min_available, self.total)
+        self.monitor = PressureMonitor(self.min_available)
+
+    def check(self, available: int | None, peak: int, can_shrink: bool) -> PressureDecision | None:
+        if available is None:
+            available = host.available_memory()
+        swap = host.swap_used() if available < 2 * self.min_available else None  # only matters when low
+        action = self.monitor.check(available, swap)
+        if action in (Action.OK, Action.WAIT):
+            return None
+        persisting = self.monitor.low > 1 and not can_shrink
+        need = self.monitor.need(max(peak, host.tree_rss()), self.total)
+        kind = "exit" if action is Action.EXIT or persisting else "act"
+        return PressureDecision(kind, available, self.min_available, need)

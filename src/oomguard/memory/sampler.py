@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from oomguard import host
+from oomguard.events import EventLog, SamplerTrouble
 
 if TYPE_CHECKING:  # only for annotations: the supervisor samples without a device and must not import torch
     from oomguard.devices.base import Device
 
 COLUMNS = ("time", "process_rss", "children_rss", "system_available", "device_allocated",
-           "device_reserved", "step", "rank")
+           "device_reserved", "used", "step", "rank")
+#: Consecutive failed readings or listener calls after which a ``sampler`` event is written (then x10).
+TROUBLE_AT = 10
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class Sample:
     system_available: int
     device_allocated: int
     device_reserved: int
+    #: Memory in use as the budget counts it on the sampled device (its one definition:
+    #: ``Device.used``); the tree's RSS where no device is sampled (the supervisor).
+    used: int
     step: int
     rank: int
 
@@ -64,6 +70,7 @@ class MemorySampler:
         interval: float = 0.05,
         rank: int = 0,
         pid: int | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.device = device
         #: The process whose tree is sampled: this one when None; the supervisor points it at its child.
@@ -80,6 +87,9 @@ class MemorySampler:
         self._thread: threading.Thread | None = None
         self._file: IO[str] | None = None
         self._lock = threading.Lock()
+        #: Where repeated failures are reported (a ``sampler`` event); None: nowhere.
+        self.events = events
+        self.failures = 0
 
     def add_listener(self, listener: Callable[[Sample], None]) -> None:
         self._listeners.append(listener)
@@ -88,13 +98,17 @@ class MemorySampler:
         """Take one sample now (also what the thread does each tick)."""
         device = self.device
         own = host.process_rss(self.pid)
+        children = host.children_rss(self.pid)
+        allocated = device.allocated() if device is not None else 0
+        reserved = device.reserved() if device is not None else 0
         sample = Sample(
             time=time.time(),
             process_rss=own,
-            children_rss=host.children_rss(self.pid),
+            children_rss=children,
             system_available=host.available_memory(),
-            device_allocated=device.allocated() if device is not None else 0,
-            device_reserved=device.reserved() if device is not None else 0,
+            device_allocated=allocated,
+            device_reserved=reserved,
+            used=device.used(own + children, allocated, reserved) if device is not None else own + children,
             step=self.step,
             rank=self.rank,
         )
@@ -156,7 +170,8 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             try:
                 sample = self.sample()
-            except Exception:  # a vanished child or a closed device must not kill training
+            except Exception as exc:  # a vanished child or a closed device must not kill training
+                self._trouble("reading memory", exc)
                 continue
             if self._file is not None:
                 row.seek(0)
@@ -164,11 +179,28 @@ class MemorySampler:
                 writer.writerow(astuple(sample))
                 self._file.write(row.getvalue())
                 self._file.flush()  # the whole row in one write(2): it empties the buffer each time
+            failed = False
             for listener in self._listeners:
-                listener(sample)
+                try:
+                    listener(sample)
+                except Exception as exc:  # one listener's bug must not freeze every reader's numbers
+                    self._trouble(getattr(listener, "__qualname__", "a listener"), exc)
+                    failed = True
+            if not failed:
+                self.failures = 0
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
+
+
+    def _trouble(self, where: str, exc: Exception) -> None:
+        """Count a failure; at 10, 100, 1000... in a row, say so in a ``sampler`` event."""
+        self.failures += 1
+        if self.events is None or self.failures < TROUBLE_AT:
+            return
+        if self.failures == TROUBLE_AT or str(self.failures).strip("0") == "1":
+            self.events.emit(SamplerTrouble(failures=self.failures,
+                                            error=f"{where}: {type(exc).__name__}: {exc}"[:300]))
 
 
 def _create_with_header(path: Path) -> None:

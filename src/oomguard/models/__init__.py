@@ -29,16 +29,23 @@ def _check_feature_size(name: str, backbone: nn.Module, imgsz: int | None) -> No
         )
 
 
-def _timm_net(name: str, num_classes: int, num_targets: int, imgsz: int | None = None) -> Net:
+def _timm_net(name: str, num_classes: int, num_targets: int, imgsz: int | None = None,
+              hub: bool = False) -> Net:
+    """A timm backbone with oomguard's heads; ``hub``: its pretrained weights through timm's own hub
+    mechanism (the Hugging Face cache, downloaded once when online)."""
     try:
         import timm
     except ImportError:
         raise ConfigError(f"model=timm:{name} needs timm: pip install 'oomguard[vision]'") from None
     try:
-        # pretrained=False always: weights come only from a local file, never from the network.
-        backbone = timm.create_model(name, pretrained=False, num_classes=0)
+        backbone = timm.create_model(name, pretrained=hub, num_classes=0)
     except RuntimeError as err:  # timm's "Unknown model (...)"
         raise ConfigError(f"model=timm:{name}: {err}; see timm.list_models() for names") from None
+    except Exception as err:  # the hub: offline without a cached copy, no such weights, a broken file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ConfigError(f"model=timm:{name} pretrained=true: timm could not get its weights "
+                          f"({type(err).__name__}: {first}); connect once to download them, or give "
+                          "pretrained=path/to/weights") from None
     _check_feature_size(name, backbone, imgsz)
     features = backbone.num_features
     assert isinstance(features, int), f"timm model {name} did not report its feature width"
@@ -49,24 +56,25 @@ def build_model(spec: str, num_classes: int, num_targets: int, pretrained: bool 
                 imgsz: int | None = None) -> nn.Module:
     """The model for ``spec`` (``builtin:tiny|resnet|resnet18`` or ``timm:<name>``).
 
-    ``pretrained`` is False or the path of local weights (a state_dict, an
-    oomguard checkpoint, or a timm/.safetensors file), loaded where names and
-    shapes match so a head for another number of classes is simply retrained.
+    ``pretrained`` is False, True (timm models: their published weights through
+    timm's hub cache) or the path of local weights (a state_dict, an oomguard
+    checkpoint, or a timm/.safetensors file), loaded where names and shapes
+    match so a head for another number of classes is simply retrained.
     ``imgsz`` lets builtin ResNets pick stem strides; weights do not depend on it.
     """
     kind, _, name = spec.partition(":")
     if kind == "builtin" and name in BUILTIN:
         model = build_builtin(name, num_classes, num_targets, imgsz)
     elif kind == "timm" and name:
-        model = _timm_net(name, num_classes, num_targets, imgsz)
+        model = _timm_net(name, num_classes, num_targets, imgsz, hub=pretrained is True)
     else:
         names = ", ".join(f"builtin:{n}" for n in BUILTIN)
         raise ConfigError(f"unknown model {spec!r}; expected one of {names} or timm:<name>")
-    if pretrained is True:
-        raise ConfigError(
+    if pretrained is True and kind != "timm":
+        raise ConfigError(  # oomguard's own models have no published weights
             f"pretrained=true for {spec} would need a download; give a local weights file: "
             "pretrained=path/to/weights.pth"
         )
-    if pretrained:
+    if pretrained and pretrained is not True:
         load_matching(model, str(pretrained), WEIGHT_PREFIXES)
     return model

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
+from oomguard import events as ev
 from oomguard.report.verdict import cause_words, size
 from oomguard.units import format_duration
 
@@ -40,50 +40,48 @@ def value_text(key: str, value: Any) -> str:
     return str(value)
 
 
-def _change(event: Mapping[str, Any]) -> str:
-    overrides = event.get("overrides")
+def _change(event: ev.Restart | ev.Kill) -> str:
+    overrides = event.overrides if isinstance(event, ev.Restart) else None
     if isinstance(overrides, dict) and overrides:
         return " ".join(f"{k}={value_text(str(k), v)}" for k, v in overrides.items())
     if isinstance(overrides, list | tuple) and overrides:
         return " ".join(str(o) for o in overrides)
-    if isinstance(overrides, str) and overrides:
+    if isinstance(overrides, str) and overrides:  # a hand-written or older log
         return overrides
-    plan = event.get("plan")
+    plan = event.plan if isinstance(event, ev.Restart) else None
     if isinstance(plan, dict) and plan:
         return value_text("plan", plan)
     return ""
 
 
-def describe(event: Mapping[str, Any]) -> str:
+def describe(event: ev.Event) -> str:
     """``oom``: ``train, microbatch 32, peak 3.2 GB``; ``kill``: ``memory kill, signal 9``; ..."""
-    kind = event.get("event")
-    get = event.get
-    if kind == "plan":
-        text = f"microbatch {get('microbatch')}, eval {get('eval_microbatch')}"
-        return text + (f", budget {size(get('budget'))}" if get("budget") else "")
-    if kind == "oom":
-        peak = f", peak {size(get('peak'))}" if get("peak") else ""
-        return f"{get('phase', 'train')}, microbatch {get('microbatch')}{peak}"
-    if kind in ("shrink", "grow"):
-        reason = f" ({get('reason')})" if get("reason") else ""
-        return f"{get('phase', 'train')} microbatch {get('from')} → {get('to')}{reason}"
-    if kind in ("kill", "restart"):
-        parts = [cause_words(get("cause"))] if get("cause") else []
-        if get("signal") is not None:
-            parts.append(f"signal {get('signal')}")
-        if get("exit_code") is not None:
-            parts.append(f"exit code {get('exit_code')}")
-        if get("attempt") is not None:
-            parts.append(f"attempt {get('attempt')}")
+    if isinstance(event, ev.Plan):
+        text = f"microbatch {event.microbatch}, eval {event.eval_microbatch}"
+        return text + (f", budget {size(event.budget)}" if event.budget else "")
+    if isinstance(event, ev.Oom):
+        peak = f", peak {size(event.peak)}" if event.peak else ""
+        return f"{event.phase or 'train'}, microbatch {event.microbatch}{peak}"
+    if isinstance(event, ev.Shrink | ev.Grow):
+        reason = f" ({event.reason})" if event.reason else ""
+        return f"{event.phase or 'train'} microbatch {event.from_} → {event.to}{reason}"
+    if isinstance(event, ev.Kill | ev.Restart):
+        parts = [cause_words(event.cause)] if event.cause else []
+        if isinstance(event, ev.Kill) and event.signal is not None:
+            parts.append(f"signal {event.signal}")
+        if isinstance(event, ev.Kill) and event.exit_code is not None:
+            parts.append(f"exit code {event.exit_code}")
+        if event.attempt is not None:
+            parts.append(f"attempt {event.attempt}")
         change = _change(event)
         if change:
             parts.append(f"then {change}")
         return ", ".join(parts)
-    if kind == "checkpoint":
-        if get("error") or get("corrupt"):
-            return f"failed: {get('error') or 'corrupt ' + str(get('corrupt'))}"
-        seconds = get("seconds")
+    if isinstance(event, ev.Checkpoint):
+        if event.error or event.corrupt:
+            return f"failed: {event.error or 'corrupt ' + str(event.corrupt)}"
+        seconds = event.seconds
         took = f" in {format_duration(float(seconds))}" if isinstance(seconds, int | float) else ""
-        return f"epoch {get('epoch')}, step {get('step')}{took}"
-    skip = {"time", "event", "config", "table", "fit", "pid"}
-    return ", ".join(f"{k} {value_text(k, v)}" for k, v in event.items() if k not in skip)
+        return f"epoch {event.epoch}, step {event.step}{took}"
+    skip = {"config", "table", "fit", "pid"}
+    return ", ".join(f"{k} {value_text(k, v)}" for k, v in event.details().items() if k not in skip)

@@ -8,13 +8,12 @@ from typing import Any
 
 import yaml
 
+from oomguard import events as ev
 from oomguard.report.describe import clock, describe, since, value_text
 from oomguard.report.read import RunData
 from oomguard.report.verdict import budget_of, cause_words, size
 from oomguard.units import format_duration
 
-PLAN_KINDS = ("plan", "shrink", "grow", "fallback", "stage")
-RESTART_KINDS = ("kill", "restart")
 ROUTINE = ("checkpoint", "epoch", "shrink", "grow", "pressure", "plan")  # clipped first from the table
 QUIET = ("checkpoint", "epoch")  # hidden from the events table until asked for
 MAX_ROWS = 400  # per table; the full record stays in events.jsonl
@@ -83,13 +82,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str 
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _clip(events: Sequence[Mapping[str, Any]], limit: int = MAX_ROWS) -> tuple[list[Mapping[str, Any]], str]:
+def _clip(events: Sequence[ev.Event], limit: int = MAX_ROWS) -> tuple[list[ev.Event], str]:
     """At most ``limit`` events: all notable ones, then routine ones in time order."""
     if len(events) <= limit:
         return list(events), ""
-    notable = [e for e in events if e.get("event") not in ROUTINE]
-    routine = [e for e in events if e.get("event") in ROUTINE][: max(0, limit - len(notable))]
-    kept = sorted(notable[:limit] + routine, key=lambda e: e["time"])
+    notable = [e for e in events if ev.name_of(e) not in ROUTINE]
+    routine = [e for e in events if ev.name_of(e) in ROUTINE][: max(0, limit - len(notable))]
+    kept = sorted(notable[:limit] + routine, key=lambda e: e.time)
     return kept, f"{len(events) - len(kept)} more events are in events.jsonl"
 
 
@@ -97,43 +96,46 @@ def _plan_rows(run: RunData) -> list[list[str]]:
     rows = []
     t0 = run.start
     for event in run.events:
-        kind = event["event"]
-        replanned = kind == "restart" and (event.get("plan") or event.get("overrides"))
-        if kind not in PLAN_KINDS and not replanned:
-            continue
-        phase = str(event.get("phase", ""))
-        if kind == "plan":
-            train, evalmb = event.get("microbatch"), event.get("eval_microbatch")
-        elif kind == "restart":
-            given = event.get("overrides")
-            overrides: dict[str, Any] = given if isinstance(given, dict) else {}
+        phase, budget = "", None
+        train: Any
+        evalmb: Any
+        if isinstance(event, ev.Plan):
+            train, evalmb, budget = event.microbatch, event.eval_microbatch, event.budget
+        elif isinstance(event, ev.Restart) and (event.plan or event.overrides):
+            overrides: dict[str, Any] = event.overrides if isinstance(event.overrides, dict) else {}
             train, evalmb = overrides.get("microbatch", ""), overrides.get("val_batch", "")
+        elif isinstance(event, ev.Shrink | ev.Grow):
+            phase = str(event.phase or "")
+            train, evalmb = (event.to, "") if phase != "eval" else ("", event.to)
+        elif isinstance(event, ev.Fallback | ev.Stage):
+            train, evalmb = "", ""
         else:
-            train, evalmb = (event.get("to"), "") if phase != "eval" else ("", event.get("to"))
-        budget = size(event["budget"]) if isinstance(event.get("budget"), int | float) else ""
-        rows.append([since(event["time"], t0), kind, phase, "" if train is None else str(train),
-                     "" if evalmb is None else str(evalmb), budget, describe(event)])
+            continue
+        budget_text = size(budget) if isinstance(budget, int | float) else ""
+        rows.append([since(event.time, t0), event.kind, phase, "" if train is None else str(train),
+                     "" if evalmb is None else str(evalmb), budget_text, describe(event)])
     return rows
 
 
 def _restart_rows(run: RunData) -> list[list[str]]:
     rows = []
     for event in run.events:
-        if event["event"] in RESTART_KINDS:
-            cause = cause_words(event["cause"]) if event.get("cause") else ""
-            rows.append([since(event["time"], run.start), clock(event["time"]), event["event"],
-                         str(event.get("attempt", "")), cause, describe(event)])
+        if isinstance(event, ev.Kill | ev.Restart):
+            cause = cause_words(event.cause) if event.cause else ""
+            attempt = "" if event.attempt is None else str(event.attempt)
+            rows.append([since(event.time, run.start), clock(event.time), event.kind, attempt, cause,
+                         describe(event)])
     return rows
 
 
 def _facts(run: RunData) -> list[tuple[str, str]]:
-    starts = [e for e in run.events if e["event"] == "start"]
+    starts = ev.of_kind(run.events, ev.Start)
     facts = [("run directory", str(run.root))]
     if run.start is not None and run.end is not None:
         facts += [("started", clock(run.start)), ("last record", clock(run.end)),
                   ("span", format_duration(run.end - run.start))]
     if starts:
-        facts.append(("device", str(starts[-1].get("device", "?"))))
+        facts.append(("device", str(starts[-1].device or "?")))
         facts.append(("attempts", str(len(starts))))
     budget = budget_of(run.events)
     facts.append(("budget", size(budget) if budget else "none recorded"))
@@ -175,8 +177,8 @@ def render_html(run: RunData, verdict: str, memory_svg: str, curves_svg: str | N
     restarts = (_table(["when", "time", "event", "attempt", "cause", "detail"], restart_rows)
                 if restart_rows else '<p class="muted">no kills and no restarts</p>')
     shown, note = _clip(run.events)
-    event_rows = [[since(e["time"], run.start), clock(e["time"]), e["event"], describe(e)] for e in shown]
-    kinds = [e["event"] for e in shown]
+    event_rows = [[since(e.time, run.start), clock(e.time), ev.name_of(e), describe(e)] for e in shown]
+    kinds = [ev.name_of(e) for e in shown]
     events = _table(["when", "time", "event", "detail"], event_rows, "event-table", kinds)
     config = ""
     if run.config is not None:

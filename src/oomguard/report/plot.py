@@ -22,6 +22,7 @@ import matplotlib as mpl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from oomguard import events as ev
 from oomguard.report.describe import describe, since
 from oomguard.report.read import RunData
 from oomguard.report.timeline import Timeline
@@ -35,7 +36,7 @@ MARKED: dict[str, tuple[str, str]] = {
     "oom": ("#d62728", "X"), "pressure": ("#bcbd22", "o"), "leak": ("#9467bd", "D"),
     "fragmentation": ("#8c564b", "d"), "checkpoint": ("#7f7f7f", "|"), "kill": ("#000000", "X"),
     "restart": ("#8c564b", ">"), "fallback": ("#e377c2", "P"), "stage": ("#17becf", "*"),
-    "error": ("#d62728", "*"), "stop": ("#555555", "s"), "finish": ("#2ca02c", "*"),
+    "saver": ("#e377c2", "h"), "stop": ("#555555", "s"), "finish": ("#2ca02c", "*"),
 }
 #: Events that also get a vertical line across the memory chart.
 LINED = ("oom", "kill", "restart", "leak", "fallback")
@@ -65,8 +66,10 @@ def _number(value: Any) -> float | None:
 
 def _cap(run: RunData) -> float | None:
     for event in reversed(run.events):
-        for key in ("cap", "memory_cap"):
-            value = _number(event.get(key))
+        if isinstance(event, ev.Kill) and _number(event.cap):
+            return _number(event.cap)
+        if isinstance(event, ev.Start) and isinstance(event.config, dict):
+            value = _number(event.config.get("memory_cap"))
             if value:
                 return value
     value = _number((run.config or {}).get("memory_cap"))
@@ -77,9 +80,9 @@ def _budget_steps(run: RunData, t0: float, end: float) -> tuple[list[float], lis
     xs: list[float] = []
     ys: list[float] = []
     for event in run.events:
-        value = _number(event.get("budget"))
+        value = _number(event.budget) if isinstance(event, ev.Start | ev.Plan | ev.Oom) else None
         if value and (not ys or ys[-1] != value):
-            xs.append(event["time"] - t0 if xs else 0.0)
+            xs.append(event.time - t0 if xs else 0.0)
             ys.append(value)
     if ys:
         xs.append(end - t0)
@@ -135,17 +138,17 @@ def _plot_series(ax: Axes, timeline: Timeline, t0: float, scale: float, top: flo
 
 def _mark_events(ax: Axes, lane: Axes, run: RunData, t0: float, scale: float,
                  tooltips: dict[str, str]) -> None:
-    kinds = [k for k in MARKED if any(e["event"] == k for e in run.events)]
-    labelled = [e for e in run.events if e["event"] in _LABELLED]
+    kinds = [k for k in MARKED if any(ev.name_of(e) == k for e in run.events)]
+    labelled = [e for e in run.events if ev.name_of(e) in _LABELLED]
     for row, kind in enumerate(kinds):
         colour, marker = MARKED[kind]
-        chosen = [e for e in run.events if e["event"] == kind]
-        xs = [(e["time"] - t0) / scale for e in chosen]
+        chosen = [e for e in run.events if ev.name_of(e) == kind]
+        xs = [(e.time - t0) / scale for e in chosen]
         if len(chosen) <= _MAX_SINGLE:
             for i, (event, x) in enumerate(zip(chosen, xs, strict=True)):
                 gid = f"ev-{kind}-{i}"
                 lane.plot([x], [row], marker=marker, color=colour, markersize=9, linestyle="none", gid=gid)
-                tooltips[gid] = f"{kind} {since(event['time'], t0)}: {describe(event)}"
+                tooltips[gid] = f"{kind} {since(event.time, t0)}: {describe(event)}"
         else:
             gid = f"ev-{kind}"
             lane.scatter(xs, [row] * len(xs), marker=marker, color=colour, s=50, gid=gid)
@@ -156,15 +159,14 @@ def _mark_events(ax: Axes, lane: Axes, run: RunData, t0: float, scale: float,
                 lane.axvline(x, color=colour, linewidth=0.9, alpha=0.3, linestyle="--")
     if len(labelled) <= 12:
         for event in labelled:
-            kind = event["event"]
-            if kind == "kill":
-                text = cause_words(event.get("cause", "unexplained_kill"))
-            elif kind == "fallback":
-                target = event.get("to") or event.get("device")
-                text = f"fallback to {target}" if target else "fallback"
+            kind = ev.name_of(event)
+            if isinstance(event, ev.Kill):
+                text = cause_words(event.cause or "unexplained_kill")
+            elif isinstance(event, ev.Fallback):
+                text = f"fallback to {event.to}" if event.to else "fallback"
             else:
                 text = str(kind)
-            ax.annotate(text, xy=((event["time"] - t0) / scale, 1), xycoords=("data", "axes fraction"),
+            ax.annotate(text, xy=((event.time - t0) / scale, 1), xycoords=("data", "axes fraction"),
                         xytext=(3, -4), textcoords="offset points", rotation=90, rotation_mode="anchor",
                         ha="right", va="top", fontsize=8,
                         bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 0.6},
@@ -184,7 +186,7 @@ def memory_figure(run: RunData) -> tuple[Figure, dict[str, str]]:
     t0 = run.start or 0.0
     end = run.end or t0
     scale, unit = time_unit(end - t0)
-    kinds = sum(1 for k in MARKED if any(e["event"] == k for e in run.events))
+    kinds = sum(1 for k in MARKED if any(ev.name_of(e) == k for e in run.events))
     lane_height = 0.32 * kinds + 0.6 if kinds else 0.0
     fig = Figure(figsize=(12, 5.2 + lane_height), layout="constrained")
     if kinds:

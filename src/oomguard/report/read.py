@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oomguard import events as ev
 from oomguard.errors import RunDirError
 from oomguard.events import read_events
 from oomguard.report.timeline import Timeline, parse_number, read_timeline
+from oomguard.rundir import RunDir
 
 
 @dataclass(frozen=True)
 class RunData:
     root: Path
-    events: list[dict[str, Any]]
+    events: list[ev.Event]
     timeline: Timeline | None
     results: list[dict[str, float | None]]
     config: dict[str, Any] | None
@@ -35,14 +35,14 @@ class RunData:
     @property
     def start(self) -> float | None:
         """The earliest time on record (first sample or first event)."""
-        times = [e["time"] for e in self.events[:1]]
+        times = [e.time for e in self.events[:1]]
         if self.timeline is not None and self.timeline.summary.start is not None:
             times.append(self.timeline.summary.start)
         return min(times) if times else None
 
     @property
     def end(self) -> float | None:
-        times = [e["time"] for e in self.events[-1:]]
+        times = [e.time for e in self.events[-1:]]
         if self.timeline is not None and self.timeline.summary.end is not None:
             times.append(self.timeline.summary.end)
         return max(times) if times else None
@@ -72,15 +72,6 @@ def read_results(path: Path) -> list[dict[str, float | None]]:
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
-def read_config(path: Path) -> dict[str, Any] | None:
-    """The resolved configuration, or None when config.yaml is missing or unreadable."""
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
 def _valid_time(event: dict[str, Any]) -> bool:
     value = event.get("time")
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -95,11 +86,12 @@ def load_run(run_dir: str | Path, max_points: int = 1500) -> RunData:
         raise RunDirError(
             f"not a run directory: {root} {what}; give the folder of a run, like runs/exp"
         )
-    events = sorted((e for e in read_events(events_path) if _valid_time(e)), key=lambda e: e["time"])
+    records = (record for record in read_events(events_path) if _valid_time(record))
+    events = sorted((ev.parse_event(record) for record in records), key=lambda e: e.time)
     return RunData(
         root=root,
         events=events,
         timeline=read_timeline(memory, max_points=max_points),
         results=read_results(root / "results.csv"),
-        config=read_config(root / "config.yaml"),
+        config=RunDir(root).saved_config(),
     )

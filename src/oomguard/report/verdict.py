@@ -11,10 +11,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from oomguard import events as ev
 from oomguard.report.timeline import MemorySummary
 from oomguard.units import format_bytes, format_duration
-
-Event = Mapping[str, Any]
 
 #: How a kill or restart cause reads in a sentence (singular, plural).
 CAUSES: dict[str, tuple[str, str]] = {
@@ -24,7 +23,14 @@ CAUSES: dict[str, tuple[str, str]] = {
     "bug": ("crash", "crashes"),
     "cap": ("memory-cap kill", "memory-cap kills"),
 }
-_LIFECYCLE = ("start", "restart", "kill", "finish", "stop", "error")
+_LIFECYCLE = (ev.Start, ev.Restart, ev.Kill, ev.Finish, ev.Stop)
+#: Stop causes that are a request or a pause, not a failure (the child's own; the supervisor's interrupt).
+_STOPPED = ("signal", "pressure", "checkpoints_failing", "rehearsal", "peer", "interrupted")
+
+
+def typed(events: Sequence[ev.Event | Mapping[str, Any]]) -> list[ev.Event]:
+    """Events as their typed classes (lines read as dicts are parsed)."""
+    return [e if isinstance(e, ev.Event) else ev.parse_event(e) for e in events]
 
 
 def size(n: float | None) -> str:
@@ -43,31 +49,32 @@ def cause_words(cause: Any, count: int = 1) -> str:
     return singular if count == 1 else plural
 
 
-def budget_of(events: Sequence[Event]) -> int | None:
+def budget_of(events: Sequence[ev.Event]) -> int | None:
     """The latest budget on record (start, plan and oom events carry it)."""
     for event in reversed(events):
-        value = _number(event.get("budget"))
-        if value is not None and value > 0:
-            return int(value)
+        if isinstance(event, ev.Start | ev.Plan | ev.Oom):
+            value = _number(event.budget)
+            if value is not None and value > 0:
+                return int(value)
     return None
 
 
-def measured_peak(events: Sequence[Event], memory: MemorySummary | None) -> int | None:
+def measured_peak(events: Sequence[ev.Event], memory: MemorySummary | None) -> int | None:
     """The peak the budget is compared against: device allocator on CUDA, process tree elsewhere."""
     if memory is None or memory.rows == 0:
         return None
-    device = next((str(e.get("device", "")) for e in reversed(events) if e.get("event") == "start"), "")
+    device = next((str(e.device or "") for e in reversed(events) if isinstance(e, ev.Start)), "")
     if device.startswith("cuda"):
         return memory.peak_device_allocated or memory.peak_device_reserved or memory.peak_tree_rss
     return memory.peak_tree_rss
 
 
-def _survived(events: Sequence[Event], index: int) -> bool:
-    return any(e.get("event") in ("start", "restart", "finish", "epoch") for e in events[index + 1:])
+def _survived(events: Sequence[ev.Event], index: int) -> bool:
+    return any(isinstance(e, ev.Start | ev.Restart | ev.Finish | ev.Epoch) for e in events[index + 1:])
 
 
-def _span(events: Sequence[Event], memory: MemorySummary | None, until: float | None = None) -> float:
-    times = [float(e["time"]) for e in events if _number(e.get("time")) is not None]
+def _span(events: Sequence[ev.Event], memory: MemorySummary | None, until: float | None = None) -> float:
+    times = [e.time for e in events if e.time]
     if memory is not None and memory.start is not None and memory.end is not None:
         times += [memory.start, memory.end]
     if not times:
@@ -75,28 +82,22 @@ def _span(events: Sequence[Event], memory: MemorySummary | None, until: float | 
     return (until if until is not None else max(times)) - min(times)
 
 
-def status(events: Sequence[Event], memory: MemorySummary | None = None) -> str:
-    """``finished in 1h02m``, ``stopped (signal)``, ``failed: ...`` or ``unfinished: ...``."""
-    lifecycle = [(i, e) for i, e in enumerate(events) if e.get("event") in _LIFECYCLE]
-    last_index, last = lifecycle[-1] if lifecycle else (-1, {})
-    kind = last.get("event")
-    if kind == "finish":
-        code = last.get("exit_code")
-        if isinstance(code, int) and code != 0:
-            return f"failed with exit code {code}"
-        return f"finished in {format_duration(_span(events, memory, until=float(last['time'])))}"
-    if kind == "stop":
-        reason = last.get("reason")
-        return f"stopped ({reason})" if reason else "stopped"
-    if kind == "error":
-        message = last.get("message") or last.get("error") or "see events.jsonl"
-        return f"failed: {message}"
-    if kind == "kill" and not _survived(events, last_index):
-        words = cause_words(last.get("cause"))
+def status(events: Sequence[ev.Event], memory: MemorySummary | None = None) -> str:
+    """``finished in 1h02m``, ``stopped (signal)``, ``failed with exit code 3`` or ``unfinished: ...``."""
+    lifecycle = [(i, e) for i, e in enumerate(events) if isinstance(e, _LIFECYCLE)]
+    last_index, last = lifecycle[-1] if lifecycle else (-1, None)
+    if isinstance(last, ev.Finish):
+        return f"finished in {format_duration(_span(events, memory, until=last.time))}"
+    if isinstance(last, ev.Stop):
+        if last.cause is not None and last.cause not in _STOPPED and isinstance(last.exit_code, int):
+            return f"failed with exit code {last.exit_code}"
+        return f"stopped ({last.reason})" if last.reason else "stopped"
+    if isinstance(last, ev.Kill) and not _survived(events, last_index):
+        words = cause_words(last.cause)
         article = "an" if words[0] in "aeiou" else "a"
         return f"unfinished: ended by {article} {words} that was not restarted"
     where = []
-    epochs = [e.get("epoch") for e in events if isinstance(e.get("epoch"), int)]
+    epochs = [epoch for e in events if isinstance(epoch := getattr(e, "epoch", None), int)]
     if epochs:
         where.append(f"at epoch {epochs[-1]}")
     span = _span(events, memory)
@@ -106,12 +107,12 @@ def status(events: Sequence[Event], memory: MemorySummary | None = None) -> str:
     return f"unfinished: no finish event, still running or stopped without a trace{tail}"
 
 
-def _kills(events: Sequence[Event]) -> list[str]:
+def _kills(events: Sequence[ev.Event]) -> list[str]:
     total: Counter[str] = Counter()
     survived: Counter[str] = Counter()
     for i, event in enumerate(events):
-        if event.get("event") == "kill":
-            cause = str(event.get("cause", "unexplained_kill"))
+        if isinstance(event, ev.Kill):
+            cause = str(event.cause or "unexplained_kill")
             total[cause] += 1
             survived[cause] += _survived(events, i)
     parts = []
@@ -126,25 +127,24 @@ def _kills(events: Sequence[Event]) -> list[str]:
     return parts
 
 
-def _microbatch_trend(events: Sequence[Event]) -> str:
+def _microbatch_trend(events: Sequence[ev.Event]) -> str:
     sizes = []
     for event in events:
-        kind = event.get("event")
-        if kind == "plan" and isinstance(event.get("microbatch"), int):
-            sizes.append(event["microbatch"])
-        elif (kind in ("shrink", "grow") and event.get("phase", "train") == "train"
-              and isinstance(event.get("to"), int)):
-            sizes.append(event["to"])
+        if isinstance(event, ev.Plan) and isinstance(event.microbatch, int):
+            sizes.append(event.microbatch)
+        elif (isinstance(event, ev.Shrink | ev.Grow) and (event.phase or "train") == "train"
+              and isinstance(event.to, int)):
+            sizes.append(event.to)
     return f", microbatch {sizes[0]} → {sizes[-1]}" if len(sizes) > 1 and sizes[0] != sizes[-1] else ""
 
 
-def _leak(events: Sequence[Event]) -> str:
-    leaks = [e for e in events if e.get("event") == "leak"]
+def _leak(events: Sequence[ev.Event]) -> str:
+    leaks = ev.of_kind(list(events), ev.Leak)
     if not leaks:
         return "no leak"
     last = leaks[-1]
-    per_hour = _number(last.get("bytes_per_hour"))
-    growth = _number(last.get("growth"))
+    per_hour = _number(last.bytes_per_hour)
+    growth = _number(last.growth)
     if per_hour is not None:
         detail = f" (+{size(per_hour)}/h)"
     elif growth is not None:
@@ -154,20 +154,19 @@ def _leak(events: Sequence[Event]) -> str:
     return f"leak suspected{detail}"
 
 
-def verdict(events: Sequence[Event], memory: MemorySummary | None) -> str:
+def verdict(given: Sequence[ev.Event | Mapping[str, Any]], memory: MemorySummary | None) -> str:
     """One sentence for a person opening the report: outcome; what it survived; memory; leak."""
-    if not events and memory is None:
+    if not given and memory is None:
         return "no events and no memory samples recorded"
+    events = typed(given)
     parts = [status(events, memory)]
     parts += _kills(events)
-    counts = Counter(str(e.get("event")) for e in events)
+    counts = Counter(ev.name_of(e) for e in events)
     if counts["oom"]:
         n = counts["oom"]
         parts.append(f"{n} out-of-memory error{'s' if n != 1 else ''} caught{_microbatch_trend(events)}")
-    for event in events:
-        if event.get("event") == "fallback":
-            target = event.get("to") or event.get("device")
-            parts.append(f"fell back to {target}" if target else "fell back to a safer device")
+    for event in ev.of_kind(events, ev.Fallback):
+        parts.append(f"fell back to {event.to}" if event.to else "fell back to a safer device")
     if counts["pressure"]:
         n = counts["pressure"]
         parts.append(f"{n} memory-pressure warning{'s' if n != 1 else ''}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from oomguard.events import EventLog
+from oomguard.events import Event, EventLog
 
 
 class Console(Protocol):
@@ -27,21 +29,18 @@ class SupervisorLog:
     """The run's events; held back until ``ready()`` (the child must create the run directory first)."""
 
     def __init__(self, path: Path, ready: Callable[[], bool] = lambda: True) -> None:
-        self._log = EventLog(None)
         self.path = path
         self._ready = ready
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Event] = []
 
-    def emit(self, event: str, **details: Any) -> dict[str, Any]:
-        record = self._log.emit(event, **details)
-        self._pending.append(record)
+    def emit(self, event: Event) -> None:
+        self._pending.append(replace(event, time=round(time.time(), 3)))
         self.flush()
-        return record
 
     def flush(self) -> None:
         if not self._pending or not self._ready():
             return
         log = EventLog(self.path)
-        for record in self._pending:
-            log.emit(record["event"], **{k: v for k, v in record.items() if k != "event"})
+        for event in self._pending:
+            log.emit(event, at=event.time)
         self._pending.clear()

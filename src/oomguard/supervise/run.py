@@ -31,11 +31,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from oomguard import events as ev
 from oomguard.rundir import RunDir
 from oomguard.supervise.attribution import Cause
 from oomguard.supervise.log import Console, SupervisorLog
 from oomguard.supervise.presets import Preset, preset_for
-from oomguard.supervise.supervisor import Inspection, Restart, Supervisor
+from oomguard.supervise.supervisor import Inspection, NextAttempt, Supervisor
 
 DEFAULT_RUN_DIR = Path("runs/run")
 
@@ -55,22 +56,23 @@ class CommandStrategy:
         return list(self.command)
 
     def started(self, attempt: int, pid: int, argv: list[str]) -> None:
-        self.log.emit("start", pid=pid, attempt=attempt, resume=attempt > 1, device=None, budget=self.cap,
-                      config={"command": argv, "memory_limit": self.cap, "preset": self.preset.name})
+        config = {"command": argv, "memory_limit": self.cap, "preset": self.preset.name}
+        self.log.emit(ev.Start(pid=pid, attempt=attempt, resume=attempt > 1, device=None, budget=self.cap,
+                               config=config))
 
     def finished(self, attempts: int, seconds: float) -> None:
-        self.log.emit("finish", attempts=attempts, seconds=round(seconds, 3))
+        self.log.emit(ev.Finish(attempts=attempts, seconds=round(seconds, 3)))
 
     def inspect(self) -> Inspection:
         return Inspection()
 
-    def restart(self, cause: Cause, previous: list[str]) -> Restart:
+    def restart(self, cause: Cause, previous: list[str]) -> NextAttempt:
         argv = self.preset.restart_argv(previous, cause.memory)
         same = next((i for i, (a, b) in enumerate(zip(argv, self.command, strict=False)) if a != b),
                     min(len(argv), len(self.command)))
         added = argv[same:]  # what differs from the original command, from the first change on
         text = f"{self.preset.name} preset, {' '.join(added) or 'the same command'}"
-        return Restart(argv, text, {"argv": argv, "overrides": added, "preset": self.preset.name})
+        return NextAttempt(argv, text, overrides=added, preset=self.preset.name, command=True)
 
 
 def run_command(

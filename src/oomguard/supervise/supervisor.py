@@ -24,11 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from oomguard import host
+from oomguard import environment, host
+from oomguard import events as ev
 from oomguard.memory.sampler import MemorySampler, Sample
 from oomguard.supervise.attribution import Cause, Evidence, attribute, low_available
 from oomguard.supervise.cap import CgroupCap, PollCap, make_cap
@@ -53,10 +54,16 @@ class Inspection:
 
 
 @dataclass(frozen=True)
-class Restart:
+class NextAttempt:
+    """How the next attempt runs: its command, what changes in words, and the ``restart`` event's details."""
+
     argv: list[str]
     text: str  # what changes, for people
-    details: dict[str, Any] = field(default_factory=dict)  # for the restart event
+    plan: dict[str, Any] | None = None  # oomguard train: the plan the child ran, with the rung's changes
+    rung: str | None = None
+    overrides: dict[str, Any] | list[str] | None = None
+    preset: str | None = None  # oomguard run: the preset that built ``argv``
+    command: bool = False  # the event records ``argv`` (a command's, not oomguard's own child)
 
 
 class Strategy(Protocol):
@@ -68,7 +75,7 @@ class Strategy(Protocol):
 
     def inspect(self) -> Inspection: ...
 
-    def restart(self, cause: Cause, previous: list[str]) -> Restart | None: ...
+    def restart(self, cause: Cause, previous: list[str]) -> NextAttempt | None: ...
 
     def finished(self, attempts: int, seconds: float) -> None: ...
 
@@ -154,10 +161,12 @@ class Supervisor:
                     why = f"{cause.reason}, and no safer plan is left"
                     return self._give_up(cause, attempt, why, outcome)
                 restarts += 1
-                self.log.emit("restart", cause=cause.kind, attempt=attempt + 1, reason=cause.reason,
-                              **following.details)
-                if following.details.get("rung") == "device":  # the last rung: off the accelerator
-                    self.log.emit("fallback", attempt=attempt + 1, to="cpu", reason=cause.reason)
+                self.log.emit(ev.Restart(
+                    cause=cause.kind, attempt=attempt + 1, reason=cause.reason, plan=following.plan,
+                    rung=following.rung, overrides=following.overrides,
+                    argv=following.argv if following.command else None, preset=following.preset))
+                if following.rung == "device":  # the last rung: off the accelerator
+                    self.log.emit(ev.Fallback(attempt=attempt + 1, to="cpu", reason=cause.reason))
                 self.say(f"attempt {attempt} {cause.reason}; restarting: {following.text}")
                 argv = following.argv
                 attempt += 1
@@ -168,8 +177,8 @@ class Supervisor:
         started = time.monotonic()
         window: deque[Sample] = deque(maxlen=max(1, int(WINDOW_SECONDS / self.interval)))
         try:
-            child = Child.start(argv, cgroup_procs=procs, env={"OOMGUARD_SUPERVISED": "1",
-                                                                "OOMGUARD_ATTEMPT": str(number)})
+            child = Child.start(argv, cgroup_procs=procs, env={environment.SUPERVISED: "1",
+                                                                environment.ATTEMPT: str(number)})
         except BaseException:
             if self.cap is not None:
                 self.cap.release()
@@ -223,21 +232,18 @@ class Supervisor:
     # -- outcomes -----------------------------------------------------------------------------------
     def _emit_kill(self, cause: Cause, attempt: int, step: int | None, evidence: Evidence,
                    outcome: Outcome) -> None:
-        details: dict[str, Any] = {
-            "cause": cause.kind, "signal": cause.signal, "exit_code": cause.exit_code, "attempt": attempt,
-            "step": step, "reason": cause.reason, "error": cause.error, "peak": evidence.peak_rss,
-            "available": evidence.min_available, "limit": evidence.limit,
-            "seconds": round(outcome.seconds, 3),
-        }
-        if self.cap is not None:
-            details.update(cap=self.cap_limit, killer=self.cap.kind if evidence.cap_hit else None)
-        if cause.kind in ("bug", "error", "oom"):
-            details["tail"] = outcome.tail
-        self.log.emit("kill", **details)
+        self.log.emit(ev.Kill(
+            cause=cause.kind, signal=cause.signal, exit_code=cause.exit_code, attempt=attempt, step=step,
+            reason=cause.reason, error=cause.error, peak=evidence.peak_rss, available=evidence.min_available,
+            limit=evidence.limit, seconds=round(outcome.seconds, 3),
+            cap=self.cap_limit if self.cap is not None else None,
+            killer=self.cap.kind if self.cap is not None and evidence.cap_hit else None,
+            tail=outcome.tail if cause.kind in ("bug", "error", "oom") else None,
+        ))
 
     def _give_up(self, cause: Cause, attempt: int, why: str, outcome: Outcome) -> int:
-        self.log.emit("stop", cause=cause.kind, reason=why, exit_code=cause.status, attempts=attempt,
-                      error=cause.error, tail=outcome.tail)
+        self.log.emit(ev.Stop(cause=cause.kind, reason=why, exit_code=cause.status, attempts=attempt,
+                              error=cause.error, tail=outcome.tail))
         self.log.flush()
         self.say(f"stopped after {attempt} attempt{'s' if attempt > 1 else ''}: {why}")
         if cause.error and cause.error not in why:
@@ -247,8 +253,8 @@ class Supervisor:
     def _interrupted(self, attempt: int) -> int:
         signum = self._signals_seen[0]
         name = signal.Signals(signum).name
-        self.log.emit("stop", cause="interrupted", reason=f"{name}: the child was stopped first",
-                      exit_code=128 + signum, attempts=attempt)
+        self.log.emit(ev.Stop(cause="interrupted", reason=f"{name}: the child was stopped first",
+                              exit_code=128 + signum, attempts=attempt))
         self.log.flush()
         self.say(f"interrupted ({name}); the run can be resumed")
         return 128 + signum

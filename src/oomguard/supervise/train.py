@@ -16,13 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from oomguard.events import read_events
+from oomguard import events as ev
 from oomguard.rundir import RunDir
 from oomguard.supervise.attribution import Cause
 from oomguard.supervise.history import last_step, read_child_report
 from oomguard.supervise.ladder import next_rung
 from oomguard.supervise.log import Console, SupervisorLog
-from oomguard.supervise.supervisor import Inspection, Restart, Supervisor
+from oomguard.supervise.supervisor import Inspection, NextAttempt, Supervisor
 
 MICROBATCH_HALVINGS = 3
 
@@ -75,19 +75,19 @@ class TrainStrategy:
     def inspect(self) -> Inspection:
         report = read_child_report(self.run_dir, self.overrides)
         need = None
-        for event in read_events(self.run_dir.events):
-            if event.get("event") == "start":
+        for event in ev.load_events(self.run_dir.events):
+            if isinstance(event, ev.Start):
                 need = None
-            elif event.get("event") == "pressure" and isinstance(event.get("need"), int):
-                need = event["need"]
+            elif isinstance(event, ev.Pressure | ev.Stop) and isinstance(event.need, int):
+                need = event.need
         # A CUDA budget is GPU memory; the OS kills for host memory, which that budget says nothing about.
         host_budget = None if report.state.device.startswith("cuda") else report.budget
         return Inspection(budget=host_budget, step=last_step(self.run_dir), need=need)
 
-    def restart(self, cause: Cause, previous: list[str]) -> Restart | None:
+    def restart(self, cause: Cause, previous: list[str]) -> NextAttempt | None:
         report = read_child_report(self.run_dir, self.overrides)
-        details: dict[str, Any] = {"plan": asdict(report.state)}
-        text = "same plan"
+        plan: dict[str, Any] = asdict(report.state)
+        text, rung_name = "same plan", None
         if cause.memory:
             # The microbatch rung is taken again while it still can (down to 1/8 of where it started):
             # one halving rarely makes up for a whole batch that did not fit.
@@ -99,11 +99,12 @@ class TrainStrategy:
             self.microbatch_halvings += rung.name == "microbatch"
             self.overrides.update(rung.overrides)
             changes = " ".join(format_override(k, v) for k, v in rung.overrides.items())
-            text = f"{rung.description}: {changes}"
-            details.update(rung=rung.name, plan={**details["plan"], **rung.overrides})
+            text, rung_name = f"{rung.description}: {changes}", rung.name
+            plan.update(rung.overrides)
         argv = self._argv()
         resumed = "from the last checkpoint" if "--resume" in argv else "from the start"
-        return Restart(argv, f"{resumed}, {text}", {**details, "overrides": dict(self.overrides)})
+        return NextAttempt(argv, f"{resumed}, {text}", plan=plan, rung=rung_name,
+                           overrides=dict(self.overrides))
 
 
 def supervise_train(

@@ -5,25 +5,26 @@ Rows are rewritten whole (atomically): a resumed epoch replaces the row of the
 epoch it redoes, so ``results.csv`` holds one row per finished epoch. With
 ``stages:`` the epochs are numbered across stages (``epoch_offset``) and a
 ``stage`` column says which stage trained the row. ``weights/last.pt`` and
-``weights/best.pt`` hold a plain state dict (``torch.load(weights_only=True)``
+``weights/best.pt`` are written by oomguard's checkpoint store (atomic,
+checksummed) and hold a plain state dict (``torch.load(weights_only=True)``
 works); ``best.pt`` is the best fitness of the whole run, across stages.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
-import torch
-
+from oomguard import events as ev
+from oomguard.checkpoint import CheckpointError, CheckpointStore, load_checkpoint, snapshot
 from oomguard.events import EventLog
 from oomguard.loop.results import csv_cell, read_rows, write_rows
 from oomguard.rundir import RunDir
 
 COLUMNS = ["epoch", "train_loss", "box_loss", "cls_loss", "dfl_loss", "val_loss", "precision", "recall",
-           "map50", "map50_95", "lr", "microbatch", "eval_microbatch", "peak_memory_mb", "seconds"]
+           "map50", "map50_95", "lr", "microbatch", "eval_microbatch", "effective_batch", "peak_memory_mb",
+           "seconds"]
 METRICS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall", "metrics/mAP50(B)": "map50",
            "metrics/mAP50-95(B)": "map50_95"}
 
@@ -33,30 +34,37 @@ def _stored_best(run: RunDir) -> float:
     if not run.best.is_file():
         return -math.inf
     try:
-        return float(torch.load(run.best, weights_only=True).get("best_metric", -math.inf))
-    except Exception:  # a torn file: the next best epoch replaces it
+        return float(load_checkpoint(run.best).get("best_metric", -math.inf))
+    except CheckpointError:  # a torn file: the next best epoch replaces it
         return -math.inf
 
 
 class Recorder:
     """Ultralytics callbacks that write oomguard's run directory: rows, events, weights."""
 
-    def __init__(self, run: RunDir, events: EventLog, staged: bool) -> None:
+    def __init__(self, run: RunDir, events: EventLog, staged: bool, keep: int) -> None:
         self.run, self.events = run, events
+        self.store = CheckpointStore(run.weights, keep=keep, events=events)
         self.columns = [COLUMNS[0], "stage", *COLUMNS[1:]] if staged else COLUMNS
         self.stage: int | None = None  # 1-based, None without stages
         self.epoch_offset = self.microbatch = 0
         self.best = _stored_best(run)
         self.peak = 0
         self.started = time.monotonic()
+        self.effective_batch = 0
 
     def begin(self, stage: int | None, epoch_offset: int, microbatch: int) -> None:
         """A stage (the whole run without ``stages:``) starts: its number, epoch offset and microbatch."""
         self.stage, self.epoch_offset, self.microbatch = stage, epoch_offset, microbatch
 
-    def track(self, sample: Any) -> None:
-        """A memory sampler listener: the epoch's peak of the process tree (and the device's cache)."""
-        self.peak = max(self.peak, sample.tree_rss + sample.device_reserved)
+    def track(self, used: int) -> None:
+        """The epoch's peak memory (the sampler's listener passes each reading's memory used)."""
+        self.peak = max(self.peak, used)
+
+    def on_train_start(self, trainer: Any) -> None:
+        # What ultralytics' optimizer sees per update once warm-up is over: images per step times the
+        # steps it accumulates (its own numbers, read before warm-up ramps the accumulation up to them).
+        self.effective_batch = int(trainer.batch_size * trainer.accumulate)
 
     def on_train_epoch_start(self, trainer: Any) -> None:
         self.started, self.peak = time.monotonic(), 0
@@ -64,10 +72,14 @@ class Recorder:
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if trainer.epoch >= trainer.epochs:  # ultralytics' final validation of best.pt calls this again
             return
+        self.record(trainer, validated=True)
+
+    def record(self, trainer: Any, validated: bool) -> None:
+        """The row, ``epoch`` event and weights of ``trainer``'s epoch (its metrics when ``validated``)."""
         epoch = self.epoch_offset + trainer.epoch + 1
         items = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
         losses = [float(items.get(f"train/{k}", float("nan"))) for k in ("box_loss", "cls_loss", "dfl_loss")]
-        metrics = trainer.metrics or {}
+        metrics = (trainer.metrics or {}) if validated else {}
         val_losses = [float(v) for k, v in metrics.items() if k.startswith("val/")]
         row: dict[str, object] = {
             "epoch": epoch, "stage": self.stage, "train_loss": sum(losses), "box_loss": losses[0],
@@ -76,28 +88,23 @@ class Recorder:
             **{ours: float(metrics.get(theirs, float("nan"))) for theirs, ours in METRICS.items()},
             "lr": float(next(iter(trainer.lr.values()))) if trainer.lr else float("nan"),
             "microbatch": self.microbatch, "eval_microbatch": self.microbatch,
+            "effective_batch": self.effective_batch,
             "peak_memory_mb": round(self.peak / 1e6, 1), "seconds": round(time.monotonic() - self.started, 2),
         }
         kept: list[dict[str, object]] = [
             dict(r) for r in read_rows(self.run.results) if int(r["epoch"]) < epoch
         ]  # a resumed run redoes the epoch it was stopped in
         write_rows(self.run.results, self.columns, [*kept, {k: csv_cell(v) for k, v in row.items()}])
-        self._save_weights(trainer, epoch)
-        details = {k: v for k, v in row.items() if k != "epoch" and v is not None}  # stage: only when staged
-        self.events.emit("epoch", epoch=epoch, **details)
+        self._save_weights(trainer, epoch, validated)
+        fields = {k: v for k, v in row.items() if k not in ("epoch", "stage")}
+        self.events.emit(ev.Epoch(epoch=epoch, stage=self.stage, row=fields))
 
-    def _save_weights(self, trainer: Any, epoch: int) -> None:
-        fitness = float(trainer.fitness) if trainer.fitness is not None else -math.inf
-        better = fitness >= self.best
+    def _save_weights(self, trainer: Any, epoch: int, validated: bool) -> None:
+        fitness = float(trainer.fitness) if validated and trainer.fitness is not None else -math.inf
+        better = validated and fitness >= self.best
         self.best = max(self.best, fitness)
         model = trainer.ema.ema if trainer.ema is not None else trainer.model
-        state = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                 "epoch": epoch, "best_metric": self.best if math.isfinite(self.best) else 0.0}
-        self.run.weights.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        for path in (self.run.last, *((self.run.best,) if better else ())):
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        self.events.emit("checkpoint", path=str(self.run.last), epoch=epoch, step=None,
-                         seconds=round(time.monotonic() - started, 3), bytes=self.run.last.stat().st_size)
+        state = snapshot({"model": model.state_dict(), "epoch": epoch,
+                          "best_metric": self.best if math.isfinite(self.best) else 0.0})
+        # Ultralytics counts no global step; checkpoints of a detection run are named by epoch.
+        self.store.save(state, epoch, best=better)

@@ -1,0 +1,29 @@
+"""Environment variables by which oomguard's processes tell each other who they are.
+
+The supervisor sets them for its child, the group launcher for its ranks;
+nothing else reads or writes them.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Set by the supervisor in its child: the child is supervised (its restarts are someone else's job).
+SUPERVISED = "OOMGUARD_SUPERVISED"
+#: Set by the supervisor: the attempt number of this child, from 1.
+ATTEMPT = "OOMGUARD_ATTEMPT"
+#: Set by the group launcher in every rank: the run directory it prepared (and whose lock it holds).
+GROUP = "OOMGUARD_GROUP"
+
+
+def attempt() -> int:
+    """This process's attempt number under a supervisor (1 when unsupervised)."""
+    try:
+        return max(1, int(os.environ.get(ATTEMPT, "1")))
+    except ValueError:
+        return 1
+
+
+def launched_rank() -> bool:
+    """True in a process that torch.distributed's launcher started as one of several ranks."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
