@@ -12,9 +12,9 @@ import torch
 from oomguard import host
 from oomguard.devices.cpu import release_host_memory
 from oomguard.events import EventLog, read_events
-from oomguard.loop.guardian import FragmentationWatch, LeakWatch
 from oomguard.memory.leak import MB, LeakDetector, kendall_tau, theil_sen
 from oomguard.memory.tensors import Kind, census, diagnose
+from oomguard.memory.watch import FragmentationWatch, LeakWatch
 
 
 def test_theil_sen_ignores_an_outlier() -> None:

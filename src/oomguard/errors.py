@@ -31,3 +31,14 @@ class MemoryBudgetError(OomguardError):
     """Even the smallest plan does not fit in the memory budget."""
 
     exit_code = 3
+
+
+class MemoryPressureError(OomguardError):
+    """Other programs took the memory and it stayed low: the run checkpointed and stops for now.
+
+    Raised by ``Guard.step`` in a loop that no supervisor runs (under ``oomguard
+    run`` or ``oomguard train`` the process exits with status 75 instead, and the
+    supervisor resumes it once the memory is back). Resume with ``guard.restore``.
+    """
+
+    exit_code = 75

@@ -79,14 +79,16 @@ def capture_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, e
                   epoch_step: int = 0, scheduler: Any = None, scaler: Any = None,
                   sampler: Mapping[str, Any] | None = None, plan: Mapping[str, Any] | None = None,
                   best_metric: float | None = None, config: Any = None, device: Device | None = None,
-                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  extra: Mapping[str, Any] | None = None,
+                  rng: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a resume needs, as references to the live tensors.
 
     Take it between optimizer steps and hand it to
     :meth:`~oomguard.checkpoint.writer.AsyncCheckpointer.submit` (which copies
     it) or to :func:`~oomguard.checkpoint.snapshots.snapshot`. Pass the unwrapped
     module (not a DDP or compiled wrapper) so that ``["model"]`` loads into a
-    plain model. Raises TypeError when something would not load weights-only.
+    plain model. ``rng``: generator states taken earlier (default: now).
+    Raises TypeError when something would not load weights-only.
     """
     scaler_state = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
     state = {
@@ -99,7 +101,7 @@ def capture_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, e
         "step": int(step),
         "epoch_step": int(epoch_step),
         "sampler": dict(sampler) if sampler is not None else None,
-        "rng": capture_rng(device),
+        "rng": capture_rng(device) if rng is None else rng,
         "plan": dict(plan or {}),
         "best_metric": None if best_metric is None else float(best_metric),
         "config": plain_config(config) if config is not None else {},

@@ -140,9 +140,11 @@ def _lower_priority(nice: int) -> None:
     """Let the training threads win the CPU over the writer (hashing and copying are not urgent).
 
     Linux keeps a nice value per thread; elsewhere the call would lower the
-    whole process, so it is skipped.
+    whole process, so it is skipped. The writer goes ``nice`` below the thread
+    that started it (a run already started with ``nice`` stays below the training).
     """
     if nice <= 0 or not sys.platform.startswith("linux"):
         return
+    thread = threading.get_native_id()
     with contextlib.suppress(OSError):  # not permitted here: write at normal priority
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))

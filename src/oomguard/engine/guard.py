@@ -21,6 +21,7 @@ microbatch and on any failure before anything collective happens
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ from oomguard.engine.ddp import PeerOutOfMemory, StepSync
 from oomguard.engine.plan import Plan
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
+from oomguard.engine.protection import Protection, Unprotected
 from oomguard.engine.recovery import MemoryModel
+from oomguard.engine.resumable import LoopCheckpoints
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
@@ -44,7 +47,8 @@ from oomguard.events import EventLog
 from oomguard.memory.budget import Budget, resolve_budget
 from oomguard.memory.meter import MemoryMeter
 from oomguard.memory.sampler import MemorySampler
-from oomguard.units import parse_memory_limit
+from oomguard.memory.watch import MemoryWatch, to_stderr
+from oomguard.units import parse_duration, parse_memory_limit
 
 #: Share of a host-memory budget above which the heap is trimmed before each step.
 NEAR_BUDGET = 0.75
@@ -68,6 +72,15 @@ def _limit_arg(value: str | float | int) -> str | float | int:
                           f"like 0.8 ({err})") from None
 
 
+def _duration_arg(name: str, value: str | float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise ConfigError(f"{name}={value!r}: {err}") from None
+
+
 def _device_of(model: nn.Module, device: Device | str | None) -> Device:
     if isinstance(device, Device):
         return device
@@ -88,7 +101,9 @@ class Guard:
         scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
         events: EventLog | None = None, sampler: MemorySampler | None = None,
         clip_grad_norm: float | None = None, grow_after: int = 50, headroom: float = 0.9,
-        memory_cap: int | None = None, budget_share: int = 1,
+        memory_cap: int | None = None, budget_share: int = 1, checkpoint_every: str | float | None = "5m",
+        scheduler: Any = None, keep: int = 2, min_available: str | int = "auto",
+        console: Callable[[str], None] = to_stderr,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ConfigError(f"headroom={headroom!r}: expected a fraction in (0, 1], e.g. 0.9")
@@ -106,7 +121,7 @@ class Guard:
         self.events = events if events is not None else EventLog(run / "events.jsonl" if run else None)
         self._own_sampler = sampler is None and run is not None
         if run is not None and sampler is None:
-            sampler = MemorySampler(self.device, run / "memory.csv").start()
+            sampler = MemorySampler(self.device, run / "memory.csv", events=self.events).start()
         self.sampler = sampler
         self.meter = MemoryMeter(self.device, sampler)
         check = self.budget.limit if self.device.unified else None  # hard-limit backends raise themselves
@@ -128,6 +143,17 @@ class Guard:
         #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
+        self.console = console
+        #: Pressure, leaks and fragmentation, checked between steps (one implementation for every loop).
+        self.watch = MemoryWatch(self.events, self.budget.limit, min_available, console)
+        #: Who checkpoints: this Guard's own checkpoints of a hand-written loop with ``run_dir``, the built-in
+        #: loop's (:meth:`protect`), or nobody.
+        self.protection: Protection = Unprotected()
+        self.checkpoints: LoopCheckpoints | None = None
+        if run is not None:
+            every = _duration_arg("checkpoint_every", checkpoint_every)
+            self.checkpoints = LoopCheckpoints(self, run, every, scheduler, keep, console)
+            self.protection = self.checkpoints
 
     @property
     def microbatch(self) -> int:
@@ -144,7 +170,12 @@ class Guard:
         return self.sizer.grow_after
 
     def step(self, batch: Any, loss_fn: LossFn) -> torch.Tensor:
-        """Train on ``batch``; the mean loss of the whole batch, detached (no sync)."""
+        """Train on ``batch``; the mean loss of the whole batch, detached (no sync).
+
+        Before anything changes: a timed checkpoint when one is due, and the
+        pressure check (which may checkpoint, shrink, or stop the run).
+        """
+        self._between_steps()
         total = batch_size(batch)
         phase = self.sizer.train
         if not phase.size:
@@ -190,7 +221,57 @@ class Guard:
         self.steps += 1
         if self.sampler is not None:
             self.sampler.step = self.steps
+        self.protection.after_step()
+        if self.watch.after_step(self.protection.step_number(), self.meter.current(), self.device.allocated(),
+                                 self.device.reserved()):
+            self.device.release_cache()
         return loss
+
+    def _between_steps(self) -> None:
+        """The pressure check, then a timed checkpoint when one is due (see :mod:`oomguard.memory.watch`)."""
+        latest = self.sampler.latest if self.sampler is not None else None
+        decision = self.watch.check_pressure(latest.system_available if latest is not None else None,
+                                             self.peak_memory, can_shrink=self.microbatch > 1)
+        if decision is None:
+            self.protection.before_step()
+            return
+        action = "exit" if decision.exits else "shrink"
+        self.events.emit(ev.Pressure(step=self.protection.step_number(), available=decision.available,
+                                     min_available=decision.min_available, need=decision.need,
+                                     microbatch=self.microbatch, action=action))
+        if decision.exits:
+            self.protection.stop_for_pressure(decision)
+            return
+        self.protection.save_now()
+        self.device.empty_cache()
+        if self.microbatch > 1:
+            self.shrink("memory pressure")
+        self.console(f"{decision.words()}; checkpointed, caches released, microbatch {self.microbatch}")
+
+    def protect(self, protection: Protection, console: Callable[[str], None] | None = None) -> None:
+        """Let ``protection`` checkpoint and stop the run (the built-in loop); its console for warnings."""
+        self.protection = protection
+        if console is not None:
+            self.console = self.watch.leaks.console = self.watch.fragmentation.console = console
+
+    def restore(self, state: MutableMapping[str, Any] | None = None) -> bool:
+        """Resume a hand-written loop from the newest valid checkpoint in ``run_dir``; True when it did.
+
+        ``state`` (e.g. ``{"epoch": 0, "loader": loader}``) is remembered and saved with every checkpoint:
+        objects with ``state_dict()``/``load_state_dict()`` are restored in place, plain values replaced.
+        See :mod:`oomguard.engine.resumable`.
+        """
+        return self._own_checkpoints("restore").restore(state)
+
+    def save(self) -> None:
+        """A checkpoint of everything now (the end of a loop), written before this returns."""
+        self._own_checkpoints("save").save()
+
+    def _own_checkpoints(self, what: str) -> LoopCheckpoints:
+        if self.checkpoints is None:
+            raise ConfigError(f"guard.{what}() needs a run directory: "
+                              "Guard(model, optimizer, run_dir='runs/mine')")
+        return self.checkpoints
 
     def _agree(self, phase: Phase, total: int) -> float:
         """Take the group's microbatch for this attempt (the smallest proposed); this rank's loss weight."""
@@ -318,7 +399,10 @@ class Guard:
         self.sizer.load_state_dict(state)
 
     def close(self) -> None:
-        """Stop the memory sampler if this Guard started it."""
+        """Finish the checkpoint in flight, free the run directory and stop the sampler this Guard started."""
+        if self.checkpoints is not None:
+            self.checkpoints.close()
+            self.checkpoints = None
         if self._own_sampler and self.sampler is not None:
             self.sampler.stop()
             self._own_sampler = False

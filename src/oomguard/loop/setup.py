@@ -94,7 +94,8 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
     optimizer = make_optimizer(config, model)
     amp_dtype, scaler = amp_settings(config, device)
     rank = group.rank if group is not None else 0
-    memory = MemorySampler(device, run.memory if timeline else None, interval=config.sample_every, rank=rank)
+    memory = MemorySampler(device, run.memory if timeline else None, interval=config.sample_every, rank=rank,
+                           events=events)
     trained: torch.nn.Module = model
     if group is not None:
         trained = data_parallel(model, device)
@@ -102,7 +103,7 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
         trained, optimizer, memory_limit=config.memory_limit, microbatch=config.microbatch,
         eval_microbatch=config.val_batch, ceiling=config.batch, device=device, scaler=scaler,
         amp_dtype=amp_dtype, events=events, sampler=memory, memory_cap=config.memory_cap,
-        budget_share=group.local_world if group is not None else 1,
+        budget_share=group.local_world if group is not None else 1, min_available=config.min_available,
     )
     sampler = ResumableSampler(len(task.train_set), seed=config.seed)
     eval_batch = max(config.batch, config.val_batch if isinstance(config.val_batch, int) else 0)

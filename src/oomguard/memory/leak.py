@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from statistics import median
 
 MB = 1024**2
-#: Growth that is never flagged, whatever the slope: well above allocator and page-cache noise.
-MIN_GROWTH_FLOOR = 50 * MB
-MIN_GROWTH_SHARE = 0.02  # of the budget, where there is one
+#: Growth that is never flagged, whatever the slope: above allocator and page-cache noise.
+MIN_GROWTH_FLOOR = 32 * MB
+#: Of the budget, where there is one: on a large machine a sustained climb of a few hundred MB is a leak
+#: worth saying long before it reaches a share of the budget (a loss kept with its graph, ~0.25 MB a step).
+MIN_GROWTH_SHARE = 0.0015
 SUSTAINED_TAU = 0.8  # Kendall's tau of the window minima: 1 = every window above all earlier ones
 
 
@@ -62,7 +64,7 @@ def kendall_tau(ys: list[float]) -> float:
 
 
 def min_growth(budget: int | None) -> float:
-    """Growth under which nothing is flagged: 50 MB, or 2% of the budget when that is more."""
+    """Growth under which nothing is flagged: 32 MB, or 0.15% of the budget when that is more."""
     return max(MIN_GROWTH_FLOOR, MIN_GROWTH_SHARE * budget) if budget else MIN_GROWTH_FLOOR
 
 

@@ -21,7 +21,8 @@ import enum
 from dataclasses import dataclass
 
 from oomguard import host
-from oomguard.units import format_bytes
+from oomguard.errors import ConfigError
+from oomguard.units import format_bytes, parse_size
 
 MB = 1024**2
 AUTO_SHARE = 0.05
@@ -29,10 +30,13 @@ AUTO_FLOOR = 300 * MB
 
 
 def resolve_min_available(value: str | int, total: int) -> int:
-    """Bytes of available memory under which the run reacts; ``auto``: max(5% of total, 300 MB)."""
+    """Bytes of available memory under which the run reacts: ``auto`` (max(5% of total, 300 MB)) or a size."""
     if value == "auto":
         return max(AUTO_FLOOR, int(AUTO_SHARE * total))
-    return int(value)
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ConfigError(f"min_available={value!r}: expected auto or a size like 1GB") from None
 
 
 class Action(enum.Enum):
