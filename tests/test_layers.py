@@ -21,8 +21,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"checkpoint", "data", "models", "distributed"}),
     frozenset({"engine", "tasks"}),
     frozenset({"loop"}),
-    frozenset({"integrations", "diagnose"}),
-    frozenset({"supervise", "report"}),
+    frozenset({"report", "diagnose"}),
+    frozenset({"integrations"}),
+    frozenset({"supervise"}),
     frozenset({"cli"}),
     frozenset({"__init__", "__main__"}),  # the public API's lazy names, ``python -m oomguard``
 )

@@ -27,3 +27,9 @@ def attempt() -> int:
 def launched_rank() -> bool:
     """True in a process that torch.distributed's launcher started as one of several ranks."""
     return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+#: Set by ``oomguard run`` for its command: the run directory where a Guard or a trainer callback inside
+#: the command writes its events, timeline and (a Guard) checkpoints, beside the supervisor's.
+RUN_DIR = "OOMGUARD_RUN_DIR"
+#: Set by ``oomguard run`` after a memory kill: the largest training microbatch a Guard inside may use.
+MICROBATCH = "OOMGUARD_MICROBATCH"

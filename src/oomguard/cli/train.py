@@ -13,7 +13,6 @@ import importlib.util
 from rich.console import Console
 
 from oomguard.cli.args import resolve_config, write_config
-from oomguard.cli.report import write_final_report
 from oomguard.config import Config
 from oomguard.environment import launched_rank
 from oomguard.errors import ConfigError
@@ -56,7 +55,9 @@ def train_command(args: list[str], resume: bool, supervise: bool) -> int:
         with RunLock(run.root):
             code = launch_group(config, args)
         if code == 0 and config.node_rank == 0:
-            write_final_report(run, print)
+            from oomguard.report import write_final_report
+
+            write_final_report(run.root, print)
         return code
     if is_detect(config):
         from oomguard.checkpoint import RunLock
@@ -70,7 +71,9 @@ def train_command(args: list[str], resume: bool, supervise: bool) -> int:
 
         outcome = run_training(config, run, resume)
     if outcome.finished:  # a stopped run is resumed; the report comes at its end
-        write_final_report(run, print)
+        from oomguard.report import write_final_report
+
+        write_final_report(run.root, print)
     return outcome.exit_code
 
 

@@ -8,7 +8,7 @@ from oomguard.devices.base import Device, OverBudget, is_oom
 from oomguard.devices.cpu import CPUDevice, release_host_memory
 from oomguard.errors import ConfigError
 
-__all__ = ["Device", "OverBudget", "get_device", "is_oom", "release_host_memory"]
+__all__ = ["Device", "OverBudget", "device_of", "get_device", "is_oom", "release_host_memory"]
 
 
 def _mps_available() -> bool:
@@ -43,3 +43,10 @@ def get_device(name: str = "auto") -> Device:
 
         return MPSDevice()
     raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps")
+
+
+def device_of(module: torch.nn.Module) -> Device:
+    """The Device that holds ``module``'s parameters (the CPU for a module without any)."""
+    first = next(module.parameters(), None)
+    where = first.device if first is not None else torch.device("cpu")
+    return get_device(where.type if where.index is None else f"{where.type}:{where.index}")

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from oomguard import events as ev
-from oomguard.devices import Device, get_device
+from oomguard.devices import Device, device_of, get_device
 from oomguard.devices.base import OverBudget, is_oom
 from oomguard.engine.ddp import PeerOutOfMemory, StepSync
 from oomguard.engine.plan import Plan
@@ -86,9 +86,7 @@ def _device_of(model: nn.Module, device: Device | str | None) -> Device:
         return device
     if isinstance(device, str):
         return get_device(device)
-    first = next(model.parameters(), None)
-    where = first.device if first is not None else torch.device("cpu")
-    return get_device(where.type if where.index is None else f"{where.type}:{where.index}")
+    return device_of(model)
 
 
 class Guard:

@@ -7,6 +7,7 @@ imported when a report is written, not when this package is imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from oomguard.atomic import replacing, write_atomic
 from oomguard.report.read import RunData, load_run
 from oomguard.report.verdict import verdict
 
-__all__ = ["ReportPaths", "RunData", "load_run", "verdict", "write_report"]
+__all__ = ["ReportPaths", "RunData", "load_run", "verdict", "write_final_report", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,13 @@ def write_report(run_dir: str | Path, max_points: int = 1500) -> ReportPaths:
     curves_svg = svg_text(curves, "cur") if curves is not None else None
     write_atomic(paths.html, render_html(run, sentence, memory_svg, curves_svg))
     return paths
+
+
+def write_final_report(run_dir: str | Path, say: Callable[[str], None]) -> None:
+    """The report at the end of a run; a plotting failure must not fail a finished training."""
+    try:
+        paths = write_report(run_dir)
+    except Exception as err:  # the run itself succeeded
+        say(f"report not written ({type(err).__name__}: {err}); try: oomguard report {run_dir}")
+        return
+    say(f"report: {paths.html}")
