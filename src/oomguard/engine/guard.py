@@ -36,6 +36,7 @@ from oomguard.engine.plan import Plan
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.recovery import MemoryModel
+from oomguard.engine.refusal import NoFitError
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
@@ -284,11 +285,15 @@ class Guard:
         train, evaluation = self.sizer.train, self.sizer.eval
         total = batch_size(batch)
         local = self.sync.no_sync() if self.sync is not None else contextlib.nullcontext()
-        with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
-            plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
-                         eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
-                         headroom=self.sizer.headroom,
-                         reserve=self.sizer.reserve if self.device.unified else 0)
+        try:
+            with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
+                plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
+                             eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
+                             headroom=self.sizer.headroom,
+                             reserve=self.sizer.reserve if self.device.unified else 0)
+        except NoFitError as refusal:
+            self.events.emit(refusal.event)  # the run directory says why, as well as the error
+            raise
         self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
         self.sizer.base = plan.start
         if loss_fn is not None:
