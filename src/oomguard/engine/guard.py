@@ -45,6 +45,7 @@ from oomguard.events import EventLog
 from oomguard.memory.budget import Budget, resolve_budget
 from oomguard.memory.meter import MemoryMeter
 from oomguard.memory.sampler import MemorySampler
+from oomguard.memory.tensors import held_bytes
 from oomguard.units import parse_memory_limit
 
 #: Share of a host-memory budget above which the heap is trimmed before each step.
@@ -118,7 +119,7 @@ class Guard:
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
         evaluation = Phase("eval", eval_size, eval_size or ceiling, auto=not eval_size)
         self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
-                           grow_after)
+                           grow_after, lambda: held_bytes(self.runner.state_tensors()))
         self.last_plan: Plan | None = None
         self.sync: StepSync | None = None
         if isinstance(model, DistributedDataParallel):

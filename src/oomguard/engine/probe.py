@@ -30,6 +30,7 @@ from oomguard.engine.refusal import NoFitError, refuse
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.host import TreeMemory
 from oomguard.memory.in_use import in_use
+from oomguard.memory.tensors import held_bytes, tensors_in
 
 Spans = list[tuple[int, int]]
 #: On memory shared with the host the first choice assumes this much more per sample than two
@@ -146,10 +147,14 @@ def _step_without_moving(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _too_big(runner: Runner, phase: str, budget: int | None, before: TreeMemory | None,
-             state_bytes: int) -> NoFitError:
+             saved: _Saved) -> NoFitError:
     """Microbatch 1 did not fit: the refusal, with what was in use when the probe began."""
-    split = in_use(before, runner.device.reserved()) if before is not None else None
-    return refuse(phase, runner.meter.peak(), budget, split, state_bytes)
+    needed = runner.meter.peak()
+    split = None
+    if before is not None:
+        state = [*runner.state_tensors(), *tensors_in(saved.model), *tensors_in(saved.optimizer)]
+        split = in_use(before, runner.device.reserved(), held_bytes(state))
+    return refuse(phase, needed, budget, split)
 
 
 def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_fn: EvalFn | None, *,
@@ -178,7 +183,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             train = _Sweep(runner, lambda spans: runner.accumulate(batch, total, spans, loss_fn), budget,
                            headroom, grad_bytes(runner.model))
             if not _Sweep(runner, train.run).one(1):  # warm-up: lazy init, gradients allocated
-                raise _too_big(runner, "train", budget, before, taken)
+                raise _too_big(runner, "train", budget, before, saved)
             meter.mark()
             _step_without_moving(optimizer)
             optimizer_peak = meter.peak()
@@ -192,7 +197,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             evaluation = _Sweep(runner, lambda spans: runner.evaluate(batch, total, spans, eval_fn, []),
                                 budget, headroom)
             if not _Sweep(runner, evaluation.run).one(1):
-                raise _too_big(runner, "eval", budget, before, taken)
+                raise _too_big(runner, "eval", budget, before, saved)
             evaluation.sweep(eval_ceiling)
             eval_rows = evaluation.rows
     finally:

@@ -4,8 +4,8 @@ It says what was already in use before the step (this process, its loader
 workers, other child processes, each page counted once), what one sample
 added, and the changes that the numbers say would make it fit: fewer loader
 workers when their own memory covers the excess, less data held in memory when
-this process's heap does, a smaller input or model when one sample alone is too
-much, and the limit that would do. The same words go to the run's events
+the tensors and arrays this process holds besides its model do, a smaller input
+or model when one sample's own memory does, and the limit that would do. The same words go to the run's events
 (``no_fit``) and to the error the user sees.
 """
 
@@ -35,21 +35,25 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def advice(needed: int, budget: int, before: InUse | None, state_bytes: int) -> list[str]:
-    """What would make microbatch 1 fit, from the numbers: each change that alone covers the excess."""
+def advice(needed: int, budget: int, before: InUse | None) -> list[str]:
+    """What would make microbatch 1 fit, from the numbers: each change that covers the excess, and the limit
+    that would do."""
     over = needed - budget
     out: list[str] = []
     if before is not None:
         if before.worker_count and before.workers_private >= over:
             out.append(f"use fewer loader workers (workers=0 / num_workers=0 gives back the "
                        f"{format_bytes(before.workers_private)} they hold of their own)")
-        held = before.data - state_bytes
-        if held >= over:
-            out.append(f"hold less data in memory: this process holds {format_bytes(held)} of its own "
-                       f"besides the model and optimizer state (a dataset loaded into memory? read it "
-                       f"from disk, or a smaller part of it)")
+        if before.data >= over:
+            out.append(f"hold less data in memory: this process holds {format_bytes(before.data)} in "
+                       f"tensors and arrays besides the model and optimizer state (a dataset loaded into "
+                       f"memory? read it from disk, or a smaller part of it)")
+        both = before.workers_private + before.data
+        if not out and before.worker_count and before.data and both >= over:
+            out.append(f"use fewer loader workers and hold less data in memory (together "
+                       f"{format_bytes(both)})")
         sample = needed - before.total
-        if not out or sample > budget - before.total:
+        if sample >= over:
             out.append(f"lower imgsz (or the input size) or use a smaller model: one sample adds "
                        f"{format_bytes(sample)}")
     else:
@@ -71,13 +75,12 @@ def _held(before: InUse) -> str:
     return ", ".join(parts)
 
 
-def refuse(phase: str, needed: int, budget: int | None, before: InUse | None, state_bytes: int,
+def refuse(phase: str, needed: int, budget: int | None, before: InUse | None,
            head: str | None = None) -> NoFitError:
     """The error (and its ``no_fit`` event) for ``phase`` whose microbatch 1 needed ``needed`` bytes.
 
-    ``before`` is what was in use when the step began (None on a discrete GPU), ``state_bytes`` the
-    model's weights and optimizer state, which are not data the user could leave on disk. ``head``
-    replaces the first sentence (what failed).
+    ``before`` is what was in use when the step began (None on a discrete GPU). ``head`` replaces
+    the first sentence (what failed).
     """
     words = "training" if phase == "train" else "evaluation"
     head = head or (f"one sample does not fit the memory budget in {words}: it needs at least "
@@ -86,7 +89,7 @@ def refuse(phase: str, needed: int, budget: int | None, before: InUse | None, st
         sample = needed - before.total
         head += (f"; already in use before the step: {format_bytes(before.total)} "
                  f"({_held(before)}), and one sample adds {format_bytes(sample)}")
-    options = advice(needed, budget, before, state_bytes) if budget is not None else []
+    options = advice(needed, budget, before) if budget is not None else []
     message = head if not options else f"{head}\nto make it fit: {'; or '.join(options)}"
     event = ev.NoFit(
         phase=phase, needed=needed, budget=budget, advice=options,

@@ -3,6 +3,7 @@ charge of a cgroup that holds one process tree and nothing else."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
@@ -52,17 +53,32 @@ def own_cgroup_dirs() -> tuple[Path | None, Path | None]:
     return cgroup_dirs("self")
 
 
+_LIMIT_TTL = 2.0  # seconds a read limit is trusted: the sampler asks 20 times a second, it seldom changes
+_own_limit: tuple[float, int | None, Path | None] = (-float("inf"), None, None)  # read at, limit, usage file
+
+
 def cgroup_limit_and_usage() -> tuple[int | None, int | None]:
     """The memory limit and usage of this process's cgroup (None where there is no limit)."""
+    global _own_limit
+    now = time.monotonic()
+    if now - _own_limit[0] >= _LIMIT_TTL:
+        _own_limit = (now, *_read_own_limit())
+    _at, limit, usage = _own_limit
+    if limit is None or usage is None:
+        return None, None
+    return limit, _read_int(usage)
+
+
+def _read_own_limit() -> tuple[int | None, Path | None]:
     v1, v2 = own_cgroup_dirs()
     if v2 is not None:
         limit = _read_int(v2 / "memory.max")
         if limit is not None:
-            return limit, _read_int(v2 / "memory.current")
+            return limit, v2 / "memory.current"
     if v1 is not None:
         limit = _read_int(v1 / "memory.limit_in_bytes")
         if limit is not None:
-            return limit, _read_int(v1 / "memory.usage_in_bytes")
+            return limit, v1 / "memory.usage_in_bytes"
     return None, None
 
 

@@ -42,8 +42,6 @@ class Rollup:
     pss: int
     #: Pages no other process maps (the unique set size): what ending the process gives back.
     private: int
-    #: Anonymous resident pages (heap, tensors, Python objects), shared or not: the data it holds.
-    anonymous: int
 
 
 def read_rollup(pid: int) -> Rollup | None:
@@ -67,8 +65,7 @@ def read_rollup(pid: int) -> Rollup | None:
     if b"Pss" not in kib or b"Rss" not in kib:
         raise ProcessLookupError(pid)  # a zombie: no memory map left to read
     private = kib.get(b"Private_Clean", 0) + kib.get(b"Private_Dirty", 0)
-    return Rollup(rss=kib[b"Rss"] * 1024, pss=kib[b"Pss"] * 1024, private=private * 1024,
-                  anonymous=kib.get(b"Anonymous", 0) * 1024)
+    return Rollup(rss=kib[b"Rss"] * 1024, pss=kib[b"Pss"] * 1024, private=private * 1024)
 
 
 def _children(pid: int) -> list[int]:

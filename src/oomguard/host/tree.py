@@ -18,7 +18,10 @@ its share of the pages others map too); the cheap readings in between take its
 RSS from ``statm`` (microseconds) and count any growth since in full, as new
 pages are a process's own. Precise readings come soon after the set of processes
 changes (a worker started or ended), otherwise every ``PRECISE_EVERY`` seconds
-at most and within ``PRECISE_SHARE`` of one core (their cost is measured).
+at most and within ``PRECISE_SHARE`` of one core (their cost is measured). A new
+process is taken in only with a precise reading (a forked one maps its parent's
+pages: until then it counts for nothing, not for its RSS), and the pages shared
+by one that ended count in full in the root until the next one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -36,10 +39,10 @@ from oomguard.host.cgroup import TreeCgroup, tree_cgroup
 from oomguard.host.footprint import footprint
 from oomguard.host.proc import descendants, open_statm, read_rollup, statm_rss
 
-PRECISE_EVERY = 1.0  # seconds at least between two periodic precise readings
-PRECISE_SHARE = 0.004  # of one core at most, for the periodic precise readings
+PRECISE_EVERY = 2.0  # seconds at least between two periodic precise readings
+PRECISE_SHARE = 0.0025  # of one core at most, for the periodic precise readings
 ON_CHANGE_SHARE = 0.05  # a changed set of processes is measured again sooner, at up to this share
-DISCOVER_EVERY = 0.5  # seconds between two looks for new child processes, unless asked to look now
+DISCOVER_EVERY = 1.0  # seconds between two looks for new child processes, unless asked to look now
 _LINUX = sys.platform.startswith("linux")
 
 
@@ -53,8 +56,6 @@ class ProcessMemory:
     counted: int
     #: What only it maps (USS): what ending the process gives back.
     private: int
-    #: Its anonymous resident pages (heap, tensors, Python objects), shared or not: the data it holds.
-    anonymous: int
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,11 @@ class _Calibration:
     rss: int
     counted: int
     private: int
-    anonymous: int
 
     def estimate(self, pid: int, rss: int) -> ProcessMemory:
         grown = rss - self.rss  # new pages are the process's own; freed ones were, most likely
-        counted = max(0, self.counted + grown)
-        return ProcessMemory(pid, rss, counted, min(counted, max(0, self.private + grown)),
-                             min(rss, max(0, self.anonymous + grown)))
+        counted = min(rss, max(0, self.counted + grown))
+        return ProcessMemory(pid, rss, counted, min(counted, max(0, self.private + grown)))
 
 
 class TreeCounter:
@@ -135,13 +134,17 @@ class TreeCounter:
         ``precise``: measure every process precisely now. ProcessLookupError when the root is gone."""
         now = time.monotonic()
         with self._lock:
-            if fresh or precise or now >= self._next_look:
-                self._look(now)
-            changed = frozenset(self._order) != self._calibrated
+            calibrating = self.counted_as == "pss"
             since = now - self._last_precise
-            due = precise or (changed and (fresh or since >= self._precise_cost / ON_CHANGE_SHARE)) or (
-                since >= max(PRECISE_EVERY, self._precise_cost / PRECISE_SHARE))
-            measure = due and self.counted_as == "pss" and (precise or not self._measuring)
+            free = calibrating and not self._measuring
+            periodic = free and since >= self.precise_every
+            on_change = precise or (free and (fresh or since >= self._precise_cost / ON_CHANGE_SHARE))
+            if fresh or precise or now >= self._next_look:
+                # New processes are taken in only when they can be measured at once: a forked one
+                # maps its parent's pages, so until then it counts for nothing rather than its RSS.
+                self._look(now, take_new=on_change or not calibrating)
+            changed = frozenset(self._order) != self._calibrated
+            measure = calibrating and (precise or periodic or (changed and on_change))
             if measure:
                 self._measuring = True
             pids = tuple(self._order)
@@ -153,6 +156,11 @@ class TreeCounter:
         with self._lock:
             return self._cheap(measure)
 
+    @property
+    def precise_every(self) -> float:
+        """Seconds between two periodic precise readings now (their measured cost sets it)."""
+        return max(PRECISE_EVERY, self._precise_cost / PRECISE_SHARE)
+
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
@@ -161,8 +169,8 @@ class TreeCounter:
             self._fds.clear()
 
     # -- under the lock -----------------------------------------------------------------------------
-    def _look(self, now: float) -> None:
-        """Find the tree's processes now; open what the cheap reading needs for new ones."""
+    def _look(self, now: float, take_new: bool) -> None:
+        """Find the tree's processes now: drop those that ended, take in new ones if ``take_new``."""
         self._next_look = now + DISCOVER_EVERY
         found = descendants(self.pid) if _LINUX else None
         if found is None:
@@ -170,25 +178,36 @@ class TreeCounter:
                 found = [child.pid for child in psutil.Process(self.pid).children(recursive=True)]
             except psutil.NoSuchProcess:
                 raise ProcessLookupError(self.pid) from None
+        alive = {self.pid, *found}
+        for pid in [pid for pid in self._order if pid not in alive]:
+            self._forget(pid)
+        known = set(self._order)
         for pid in found:
-            if _LINUX and pid not in self._fds:
+            if pid in known or not take_new:
+                continue
+            if _LINUX:
                 try:
                     self._fds[pid] = open_statm(pid)
                 except ProcessLookupError:
                     continue
-        alive = {self.pid, *found}
-        for pid in [pid for pid in self._fds if pid not in alive]:
-            self._forget(pid)
-        self._order = [self.pid, *(pid for pid in found if not _LINUX or pid in self._fds)]
+            self._order.append(pid)
         if _LINUX:
             self._cgroup = tree_cgroup(self.pid, self._order, self._machine)
 
     def _forget(self, pid: int) -> None:
+        """``pid`` ended: the pages it shared now count in full in the others (most likely the root,
+        which forked it) until they are measured again, rather than for nobody."""
+        if pid in self._order:
+            self._order.remove(pid)
         fd = self._fds.pop(pid, None)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._calibration.pop(pid, None)
+        gone = self._calibration.pop(pid, None)
+        root = self._calibration.get(self.pid)
+        if gone is not None and root is not None:
+            shared = max(0, gone.counted - gone.private)
+            self._calibration[self.pid] = replace(root, counted=root.counted + shared)
 
     def _cheap(self, precise: bool) -> TreeMemory:
         processes: list[ProcessMemory] = []
@@ -198,8 +217,7 @@ class TreeCounter:
             except (ProcessLookupError, psutil.NoSuchProcess):
                 if pid == self.pid:
                     raise ProcessLookupError(pid) from None
-                self._order.remove(pid)  # ended since the last look: the set changed
-                self._forget(pid)
+                self._forget(pid)  # ended since the last look: the set changed
         total = sum(p.counted for p in processes)
         counted_as = self.counted_as
         if self._cgroup is not None:
@@ -212,13 +230,15 @@ class TreeCounter:
         if _LINUX:
             rss = statm_rss(self._fds[pid])
             calibration = self._calibration.get(pid)
-            if calibration is None:  # not measured yet: all of it, until the next precise reading
-                return ProcessMemory(pid, rss, rss, rss, rss)
+            if calibration is None and self.counted_as == "pss":  # its first precise reading is under way
+                return ProcessMemory(pid, rss, 0, 0)
+            if calibration is None:  # no smaps_rollup here: RSS
+                return ProcessMemory(pid, rss, rss, rss)
             return calibration.estimate(pid, rss)
         rss = int(psutil.Process(pid).memory_info().rss)
         own = footprint(pid) if self.counted_as == "footprint" else None
         counted = own if own is not None else rss
-        return ProcessMemory(pid, rss, counted, counted, counted)
+        return ProcessMemory(pid, rss, counted, counted)
 
     # -- outside the lock ----------------------------------------------------------------------------
     def _calibrate(self, pids: tuple[int, ...]) -> None:
@@ -243,9 +263,9 @@ class TreeCounter:
                 except ProcessLookupError:
                     continue
                 if rollup is None:  # unreadable here: count its RSS
-                    self._calibration[pid] = _Calibration(rss, rss, rss, rss)
+                    self._calibration[pid] = _Calibration(rss, rss, rss)
                 else:
-                    self._calibration[pid] = _Calibration(rss, rollup.pss, rollup.private, rollup.anonymous)
+                    self._calibration[pid] = _Calibration(rss, rollup.pss, rollup.private)
             self._calibrated = frozenset(rollups)
             self._last_precise = time.monotonic()
             self._precise_cost = time.thread_time() - began
@@ -265,19 +285,25 @@ def tree_memory(pid: int | None = None, *, fresh: bool = False, precise: bool = 
     changed set precisely; ``precise`` measures every process now (milliseconds).
     ProcessLookupError when ``pid`` is gone.
     """
-    target = os.getpid() if pid is None else pid
-    with _counters_lock:
-        counter = _counters.get(target)
-        if counter is None:
-            counter = _counters[target] = TreeCounter(target)
+    found = counter(pid)
     try:
-        return counter.read(fresh=fresh, precise=precise)
+        return found.read(fresh=fresh, precise=precise)
     except ProcessLookupError:
         with _counters_lock:
-            if _counters.get(target) is counter:
-                del _counters[target]
-        counter.close()
+            if _counters.get(found.pid) is found:
+                del _counters[found.pid]
+        found.close()
         raise
+
+
+def counter(pid: int | None = None) -> TreeCounter:
+    """The counter that :func:`tree_memory` reads ``pid``'s tree with (this process's when None)."""
+    target = os.getpid() if pid is None else pid
+    with _counters_lock:
+        found = _counters.get(target)
+        if found is None:
+            found = _counters[target] = TreeCounter(target)
+    return found
 
 
 def _forked() -> None:

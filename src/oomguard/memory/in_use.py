@@ -22,8 +22,8 @@ class InUse:
     total: int
     #: This process (and its device driver's memory on unified memory).
     process: int
-    #: This process's anonymous memory, shared with its workers or not: tensors, arrays, Python objects
-    #: (a dataset held in memory).
+    #: Of ``process``, the tensors and arrays it holds besides the model and optimizer state
+    #: (a dataset loaded into memory), shared with its workers or not.
     data: int
     workers: int
     #: What the loader workers held alone: what ``num_workers=0`` would give back.
@@ -50,15 +50,18 @@ def loader_worker_pids() -> set[int]:
     return pids
 
 
-def in_use(tree: TreeMemory, reserved: int = 0, workers: Collection[int] | None = None) -> InUse:
-    """``tree`` split into this process, its loader workers (``workers``; found now when None), the rest."""
+def in_use(tree: TreeMemory, reserved: int = 0, data: int = 0,
+           workers: Collection[int] | None = None) -> InUse:
+    """``tree`` split into this process (``data`` of it held as tensors and arrays, see
+    :func:`oomguard.memory.tensors.held_bytes`), its loader workers (``workers``; found now when None)
+    and the rest."""
     workers = loader_worker_pids() if workers is None else set(workers)
     loader = [p for p in tree.processes[1:] if p.pid in workers]
     others = [p for p in tree.processes[1:] if p.pid not in workers]
     return InUse(
         total=tree.total + reserved,
         process=tree.own + reserved,
-        data=tree.root.anonymous,
+        data=data,
         workers=sum(p.counted for p in loader),
         workers_private=sum(p.private for p in loader),
         worker_count=len(loader),

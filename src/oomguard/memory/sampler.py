@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -181,7 +181,7 @@ class MemorySampler:
             if self._file is not None:
                 row.seek(0)
                 row.truncate()
-                writer.writerow(astuple(sample))
+                writer.writerow([getattr(sample, name) for name in COLUMNS])  # astuple deep-copies
                 self._file.write(row.getvalue())
                 self._file.flush()  # the whole row in one write(2): it empties the buffer each time
             failed = False
