@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,7 +119,12 @@ def test_a_child_that_ended_leaves_the_tree_and_a_root_that_ended_is_an_error() 
         assert [p.pid for p in alone.processes] == [sleeper.pid] and alone.total > 0
     finally:
         sleeper.kill()
-        sleeper.wait()
+    deadline = time.monotonic() + 30
+    while psutil.Process(sleeper.pid).status() != psutil.STATUS_ZOMBIE:  # a zombie until reaped
+        assert time.monotonic() < deadline
+    assert sleeper.pid not in [p.pid for p in host.tree_memory(precise=True).processes]
+    assert sleeper.pid not in [p.pid for p in host.tree_memory(fresh=True).processes]  # not taken in again
+    sleeper.wait()
     assert sleeper.pid not in [p.pid for p in host.tree_memory(fresh=True).processes]
     with pytest.raises(ProcessLookupError):
         host.tree_memory(sleeper.pid)

@@ -50,10 +50,12 @@ def read_rollup(pid: int) -> Rollup | None:
     try:
         with open(_PROC / str(pid) / "smaps_rollup", "rb") as handle:
             text = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
+    except ProcessLookupError:  # gone, or a zombie: no memory map left
+        raise
+    except FileNotFoundError:
         if not (_PROC / str(pid)).exists():
             raise ProcessLookupError(pid) from None
-        return None
+        return None  # a kernel without smaps_rollup (before 4.14)
     except OSError:
         return None
     kib: dict[bytes, int] = {}

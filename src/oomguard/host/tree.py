@@ -118,6 +118,7 @@ class TreeCounter:
         self._order: list[int] = [pid]
         self._calibration: dict[int, _Calibration] = {}
         self._calibrated: frozenset[int] = frozenset()  # the processes the last precise reading saw
+        self._dead: set[int] = set()  # ended but not reaped yet (zombies): left out until they vanish
         self._cgroup: TreeCgroup | None = None
         self._machine = int(psutil.virtual_memory().total)
         self._next_look = 0.0
@@ -178,12 +179,13 @@ class TreeCounter:
                 found = [child.pid for child in psutil.Process(self.pid).children(recursive=True)]
             except psutil.NoSuchProcess:
                 raise ProcessLookupError(self.pid) from None
-        alive = {self.pid, *found}
+        self._dead &= set(found)
+        alive = {self.pid, *found} - self._dead
         for pid in [pid for pid in self._order if pid not in alive]:
             self._forget(pid)
         known = set(self._order)
         for pid in found:
-            if pid in known or not take_new:
+            if pid in known or pid in self._dead or not take_new:
                 continue
             if _LINUX:
                 try:
@@ -245,13 +247,18 @@ class TreeCounter:
         """Measure every process precisely (Linux) and keep what each counted for, against its RSS now."""
         began = time.thread_time()
         rollups = {}
+        dead = []
         for pid in pids:
             try:
                 rollups[pid] = read_rollup(pid)
             except ProcessLookupError:
                 if pid == self.pid:
                     raise
+                dead.append(pid)
         with self._lock:
+            for pid in dead:  # ended, or a zombie: no pages left to count
+                self._dead.add(pid)
+                self._forget(pid)
             if rollups.get(self.pid) is None:  # no smaps_rollup here (Linux before 4.14): RSS it is
                 self.counted_as = "rss"
             for pid, rollup in rollups.items():
@@ -310,9 +317,9 @@ def _forked() -> None:
     """A forked child starts with no counters: its parent's lock may have been held at the fork."""
     global _counters_lock
     _counters_lock = threading.Lock()
-    for counter in _counters.values():
-        counter._lock = threading.Lock()
-        counter.close()
+    for inherited in _counters.values():
+        inherited._lock = threading.Lock()
+        inherited.close()
     _counters.clear()
 
 

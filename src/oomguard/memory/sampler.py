@@ -55,10 +55,6 @@ class Sample:
     #: What the children hold alone (their private pages): what stopping the loader workers gives back.
     children_private: int
 
-    @property
-    def tree_rss(self) -> int:
-        return self.process_rss + self.children_rss
-
 
 assert tuple(f.name for f in fields(Sample)) == COLUMNS
 
