@@ -9,7 +9,8 @@ from __future__ import annotations
 from oomguard.host.cgroup import cgroup_limit_and_usage, oom_kills, own_cgroup_dirs, own_oom_kills
 from oomguard.host.machine import available_memory, swap_used, total_memory
 from oomguard.host.process import own_peak_rss, peak_is_resettable, process_rss, reset_peak_rss
-from oomguard.host.tree import ProcessMemory, TreeMemory, tree_memory
+from oomguard.host.readings import ProcessMemory, TreeMemory
+from oomguard.host.tree import tree_memory
 
 __all__ = [
     "ProcessMemory",

@@ -38,59 +38,13 @@ import psutil
 from oomguard.host.cgroup import TreeCgroup, tree_cgroup
 from oomguard.host.footprint import footprint
 from oomguard.host.proc import descendants, open_statm, read_rollup, statm_rss
+from oomguard.host.readings import ProcessMemory, TreeMemory
 
 PRECISE_EVERY = 2.0  # seconds at least between two periodic precise readings
 PRECISE_SHARE = 0.0025  # of one core at most, for the periodic precise readings
 ON_CHANGE_SHARE = 0.05  # a changed set of processes is measured again sooner, at up to this share
 DISCOVER_EVERY = 1.0  # seconds between two looks for new child processes, unless asked to look now
 _LINUX = sys.platform.startswith("linux")
-
-
-@dataclass(frozen=True)
-class ProcessMemory:
-    """One process of the tree (bytes)."""
-
-    pid: int
-    rss: int
-    #: Its share: each page it maps divided by the processes that map it (PSS; footprint on macOS).
-    counted: int
-    #: What only it maps (USS): what ending the process gives back.
-    private: int
-
-
-@dataclass(frozen=True)
-class TreeMemory:
-    """A reading of a process tree: ``total`` counts each page once; the root comes first in ``processes``."""
-
-    total: int
-    processes: tuple[ProcessMemory, ...]
-    #: How ``total`` was counted: ``pss``, ``cgroup`` (the tree's cgroup charge), ``footprint`` or ``rss``.
-    counted_as: str
-    #: Every process measured just now, rather than estimated from its last precise reading.
-    precise: bool
-
-    @property
-    def root(self) -> ProcessMemory:
-        return self.processes[0]
-
-    @property
-    def children(self) -> int:
-        """What the descendants count for (DataLoader workers, launched ranks)."""
-        return sum(p.counted for p in self.processes[1:])
-
-    @property
-    def children_private(self) -> int:
-        """What the descendants hold alone: what stopping them all would give back."""
-        return sum(p.private for p in self.processes[1:])
-
-    @property
-    def children_rss(self) -> int:
-        return sum(p.rss for p in self.processes[1:])
-
-    @property
-    def own(self) -> int:
-        """The root process's part of ``total``."""
-        return max(0, self.total - self.children)
 
 
 @dataclass(frozen=True)
