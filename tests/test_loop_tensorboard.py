@@ -29,7 +29,8 @@ def test_scalars_are_written(tmp_path: Path) -> None:
     logger.log_epoch(2, {"train_loss": 0.25})
     logger.log_memory(7, Sample(time=0.0, process_rss=1_500_000_000, children_rss=0,
                                 system_available=8 * 10**9, device_allocated=0, device_reserved=0,
-                                used=1_500_000_000, step=7, rank=0))
+                                used=1_500_000_000, step=7, rank=0, tree_memory=1_500_000_000,
+                                children_private=0))
     logger.log_memory(8, {"process_rss": 2_000_000_000})
     logger.close()
 

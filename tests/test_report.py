@@ -188,3 +188,21 @@ def test_events_only_and_an_empty_memory_csv(tmp_path: Path) -> None:
     assert ">no memory.csv samples</text>" in html
     assert "<title>oom +9.0s: eval, microbatch 64</title>" in html
     assert "1 out-of-memory error caught; no leak" in html
+
+
+def test_the_timeline_counts_the_tree_once_per_page_where_memory_csv_says(tmp_path: Path) -> None:
+    # Two workers mapping a 1 GB parent copy-on-write: 3 GB of RSS, 1.2 GB of pages.
+    path = tmp_path / "run" / "memory.csv"
+    path.parent.mkdir()
+    header = ("time,process_rss,children_rss,system_available,device_allocated,device_reserved,used,step,"
+              "rank,tree_memory,children_private\n")
+    rows = [f"{T0 + i},{GB},{2 * GB},{8 * GB},0,0,{GB + GB // 5 + i},{i},0,{GB + GB // 5 + i},{GB // 10}\n"
+            for i in range(10)]
+    path.write_text(header + "".join(rows))
+    timeline = read_timeline(path)
+    assert timeline is not None
+    assert timeline.summary.peak_tree_rss == GB + GB // 5 + 9
+    assert max(timeline.ranks[0].high["tree_rss"]) == GB + GB // 5 + 9
+    write_events(path.parent / "events.jsonl", [{"time": T0, "event": "start", "device": "cpu"}])
+    svg = _memory_svg(write_report(path.parent).html.read_text())
+    assert "process tree, each page once" in svg and "process RSS + children" not in svg

@@ -7,8 +7,8 @@ from pathlib import Path
 from oomguard import events as ev
 from oomguard.events import EventLog
 from oomguard.rundir import RunDir
-from oomguard.supervise.history import child_report, last_step
-from oomguard.supervise.ladder import PlanState, next_rung
+from oomguard.supervise.history import child_report, last_step, loader_memory
+from oomguard.supervise.ladder import LoaderMemory, PlanState, next_rung
 
 FULL = PlanState(microbatch=32, eval_microbatch=64, val_every=1, workers=4, cache=True, imgsz=224,
                  device="mps", release_every=10)
@@ -88,3 +88,48 @@ def test_last_step_from_memory_timeline_and_events(tmp_path: Path) -> None:
     run.memory.write_text("time,process_rss,children_rss,system_available,device_allocated,device_reserved,"
                           "step,rank\n1.0,1,0,1,0,0,130,0\n2.0,1,0,1,0,0,135,0\n3.0,1,0")  # a torn last line
     assert last_step(run) == 135
+
+
+MB = 1000**2
+
+
+def test_workers_go_only_when_their_own_memory_would_bring_the_peak_under_the_line() -> None:
+    # Budget 900 MB: a death near it counts as one for memory from 90% (810 MB) up.
+    assert LoaderMemory(private=120 * MB, peak=900 * MB, limit=900 * MB).would_matter()
+    assert not LoaderMemory(private=30 * MB, peak=900 * MB, limit=900 * MB).would_matter()
+    assert not LoaderMemory(private=200 * MB, peak=1200 * MB, limit=900 * MB).would_matter()  # 390 MB over
+    assert LoaderMemory(private=120 * MB, peak=1000 * MB, limit=None).would_matter()  # 10% of the peak
+
+
+def test_the_loader_rung_keeps_workers_whose_own_memory_would_not_help() -> None:
+    small = LoaderMemory(private=20 * MB, peak=900 * MB, limit=900 * MB)
+    large = LoaderMemory(private=300 * MB, peak=900 * MB, limit=900 * MB)
+    after_eval = 1
+    kept = next_rung(PlanState(workers=2, cache=False, loader=small), after_eval, allow_degrade=False)
+    assert kept is not None and kept.name == "release"  # the loader rung changes nothing: skipped
+    cache_only = next_rung(PlanState(workers=2, cache=True, loader=small), after_eval, allow_degrade=False)
+    assert cache_only is not None and (cache_only.name, cache_only.overrides) == ("loader", {"cache": False})
+    taken = next_rung(PlanState(workers=2, cache=False, loader=large), after_eval, allow_degrade=False)
+    assert taken is not None and (taken.name, taken.overrides) == ("loader", {"workers": 0, "cache": False})
+
+
+COLUMNS = ("time,process_rss,children_rss,system_available,device_allocated,device_reserved,used,step,rank,"
+           "tree_memory,children_private\n")
+
+
+def _row(t: float, rank: int, tree: int, private: int) -> str:
+    return f"{t},{tree + 500 * MB},{private + 400 * MB},1,0,0,{tree},1,{rank},{tree},{private}\n"
+
+
+def test_loader_memory_reads_the_last_samples_of_the_attempt_summed_over_ranks(tmp_path: Path) -> None:
+    path = tmp_path / "memory.csv"
+    assert loader_memory(path, None, None) is None  # no timeline: not known
+    rows = [_row(100.0, 0, 2000 * MB, 900 * MB)]  # the previous attempt: not this one's
+    rows += [_row(200.0 + i * 0.05, rank, (300 + i) * MB, (10 + i) * MB)
+             for i in range(60) for rank in (0, 1)]
+    path.write_text(COLUMNS + "".join(rows) + "203.1,0,1")  # ends torn by the kill
+    found = loader_memory(path, since=150.0, budget=400 * MB)
+    assert found == LoaderMemory(private=2 * 69 * MB, peak=2 * 359 * MB, limit=800 * MB)
+    old = "time,process_rss,children_rss,system_available,device_allocated,device_reserved,used,step,rank\n"
+    path.write_text(old + "1.0,1,0,1,0,0,1,1,0\n")
+    assert loader_memory(path, None, None) is None  # written before the children_private column

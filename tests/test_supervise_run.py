@@ -159,3 +159,51 @@ def test_a_missing_command_is_one_line_and_127(tmp_path: Path) -> None:
     with pytest.raises(CommandNotFound, match=r"^command not found: 'no-such-program-xyz'; check") as error:
         run_command(["no-such-program-xyz", "--flag"], tmp_path / "run", console=Lines())
     assert error.value.exit_code == 127
+
+
+# Two forked children share the command's 150 MB block: 450+ MB of RSS, ~160 MB of pages. It ends once the
+# supervisor's timeline has sampled the children holding it.
+SHARING = """
+import csv, os, sys, time
+block = bytearray(b"\\x01") * (150 * 1000**2)
+timeline = sys.argv[1]
+children = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(120)
+        os._exit(0)
+    children.append(pid)
+
+def seen():
+    try:
+        with open(timeline) as handle:
+            return any(int(row["children_rss"]) > 300 * 1000**2 for row in csv.DictReader(handle)
+                       if row.get("children_rss", "").isdigit())
+    except OSError:
+        return False
+
+deadline = time.monotonic() + 60
+while not seen() and time.monotonic() < deadline:
+    time.sleep(0.05)
+for pid in children:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+sys.exit(0 if seen() else 4)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pages are counted by PSS on Linux")
+def test_the_cap_counts_pages_the_children_share_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [*_script(tmp_path, "sharing.py", SHARING), str(run_dir / "memory.csv")]
+    cap = 300 * MB
+    status = run_command(command, run_dir, memory_limit=cap, max_restarts=0, console=Lines(),
+                         use_cgroup=False)
+    assert status == 0  # summed RSS would have been over the cap: the poll would have killed it
+    assert not _events(run_dir, "kill")
+    with open(run_dir / "memory.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["children_rss"]) > 300 * MB]
+    assert rows and all(int(row["process_rss"]) + int(row["children_rss"]) > cap for row in rows)
+    assert all(int(row["tree_memory"]) < 250 * MB for row in rows)

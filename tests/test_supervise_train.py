@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from oomguard.events import read_events
 from oomguard.supervise import child_argv, supervise_train
 
@@ -38,13 +40,32 @@ if action != "early-kill":
     config = {**spec["config"], **overrides}
     log = EventLog(run_dir / "events.jsonl")
     log.emit(ev.Start(pid=os.getpid(), attempt=attempt, resume=attempt > 1, device=spec["device"],
-                      budget=10**9, config=config))
+                      budget=spec.get("budget", 10**9), config=config))
     planned = [config[key] if isinstance(config[key], int) else auto for key, auto in
                (("microbatch", 32), ("val_batch", 64))]
     log.emit(ev.Plan(microbatch=planned[0], eval_microbatch=planned[1], ceiling=planned[0], budget=10**9,
                      fit={}, table=[], eval_fit=None, eval_table=[], optimizer_peak=0, snapshot_bytes=0,
                      start=0, seconds=0.0))
     log.emit(ev.Checkpoint(step=spec.get("step") or 10 * attempt))
+if action == "grow-with-workers":  # two forked loader workers, each holding spec["hold"] bytes of its own
+    import multiprocessing
+    from oomguard.memory.sampler import MemorySampler
+    context = multiprocessing.get_context("fork")
+    def work(ready):
+        held = bytearray(b"\x01") * spec["hold"]
+        ready.set()
+        time.sleep(60)
+    for _ in range(2):
+        ready = context.Event()
+        context.Process(target=work, args=(ready,), daemon=True).start()
+        assert ready.wait(30)
+    sampler = MemorySampler(csv_path=run_dir / "memory.csv").start()  # the timeline the supervisor reads
+    deadline = time.monotonic() + 30
+    def measured():
+        return sampler.latest is not None and sampler.latest.children_private >= spec["hold"]
+    while time.monotonic() < deadline and not measured():
+        time.sleep(0.02)  # until a written sample has measured the workers
+    action = "grow"
 if action == "grow":
     blocks = [bytearray(10_000_000) for _ in range(40)]
     time.sleep(10)  # the cap kills it before or here
@@ -69,10 +90,12 @@ class Lines:
 
 
 def _supervise(tmp_path: Path, actions: list[str], memory_cap: int | None = CAP, step: int | None = 7,
-               config: dict[str, Any] | None = None, device: str = "cpu", max_restarts: int = 5) -> int:
+               config: dict[str, Any] | None = None, device: str = "cpu", max_restarts: int = 5,
+               **more: int) -> int:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    spec = json.dumps({"actions": actions, "step": step, "config": config or CONFIG, "device": device})
+    spec = json.dumps({"actions": actions, "step": step, "config": config or CONFIG, "device": device,
+                       **more})
     argv = [sys.executable, str(script), str(tmp_path / "run"), spec, "--no-supervise"]
     return supervise_train(argv, tmp_path / "run", max_restarts=max_restarts, memory_cap=memory_cap,
                            allow_degrade=False, console=Lines())
@@ -154,3 +177,21 @@ def test_the_last_rung_moves_to_the_cpu_and_says_so_with_a_fallback_event(tmp_pa
     assert _argvs(tmp_path)[2][-1] == "device=cpu"
     [fallback] = _events(tmp_path, "fallback")
     assert fallback["to"] == "cpu" and fallback["attempt"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers' own memory is measured on Linux")
+@pytest.mark.parametrize(("hold", "rung"), [(40 * MB, "loader"), (0, "release")])
+def test_workers_go_only_when_their_own_memory_would_have_made_the_difference(tmp_path: Path, hold: int,
+                                                                             rung: str) -> None:
+    # Killed by the cap twice with two real forked workers: after the eval rung, workers=0 only when
+    # the 2 x 40 MB they hold of their own would bring a peak at the cap under 90% of the 170 MB budget.
+    lean = {**CONFIG, "microbatch": 1, "val_batch": 1, "workers": 2, "release_every": None}
+    actions = ["grow-with-workers", "grow-with-workers", "ok"]
+    assert _supervise(tmp_path, actions, step=None, config=lean, hold=hold, budget=170 * MB) == 0
+    assert [k["cause"] for k in _events(tmp_path, "kill")] == ["memory_kill", "memory_kill"]
+    restarts = _events(tmp_path, "restart")
+    assert [r["rung"] for r in restarts] == ["eval", rung]
+    loader = restarts[1]["plan"]["loader"]
+    assert loader["private"] >= 2 * hold and loader["limit"] == 170 * MB
+    assert ("workers=0" in _argvs(tmp_path)[2]) == (rung == "loader")

@@ -218,6 +218,28 @@ class Grow(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class NoFit(Event):
+    """Not even one sample fits the memory budget: the run stops. What was in use before the step (each
+    page once, split by who held it), what one sample added, and what would make it fit."""
+
+    kind: ClassVar[str] = "no_fit"
+    phase: str
+    needed: int | None
+    budget: int | None
+    advice: list[str]
+    in_use: int | None = None
+    process: int | None = None
+    data: int | None = None
+    workers: int | None = None
+    workers_private: int | None = None
+    worker_count: int | None = None
+    others: int | None = None
+    other_count: int | None = None
+    sample: int | None = None
+    counted_as: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Saver(Event):
     """A memory saver went on or off: ``activation_checkpointing``, ``amp`` or ``optimizer_offload``."""
 
@@ -384,7 +406,7 @@ class OtherEvent(Event):
 
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
-    Start, Stage, Epoch, Finish, Stop, Plan, Oom, Shrink, Grow, Saver, Checkpoint, Pressure, Leak,
+    Start, Stage, Epoch, Finish, Stop, Plan, Oom, Shrink, Grow, NoFit, Saver, Checkpoint, Pressure, Leak,
     Fragmentation, SamplerTrouble, Data, Kill, Restart, Fallback,
 )}
 

@@ -38,6 +38,7 @@ from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.protection import Protection, Unprotected
 from oomguard.engine.recovery import MemoryModel
+from oomguard.engine.refusal import NoFitError
 from oomguard.engine.resumable import LoopCheckpoints
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.engine.sizing import Phase, Sizer
@@ -47,6 +48,7 @@ from oomguard.events import EventLog
 from oomguard.memory.budget import Budget, resolve_budget
 from oomguard.memory.meter import MemoryMeter
 from oomguard.memory.sampler import MemorySampler
+from oomguard.memory.tensors import held_bytes
 from oomguard.memory.watch import MemoryWatch, to_stderr
 from oomguard.units import parse_duration, parse_memory_limit
 
@@ -130,7 +132,7 @@ class Guard:
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
         evaluation = Phase("eval", eval_size, eval_size or ceiling, auto=not eval_size)
         self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
-                           grow_after)
+                           grow_after, lambda: held_bytes(self.runner.state_tensors()))
         self.last_plan: Plan | None = None
         self.sync: StepSync | None = None
         if isinstance(model, DistributedDataParallel):
@@ -220,7 +222,8 @@ class Guard:
         if self.sampler is not None:
             self.sampler.step = self.steps
         self.protection.after_step()
-        if self.watch.after_step(self.protection.step_number(), self.meter.current(), self.device.allocated(),
+        used = self.meter.current(fresh=False)
+        if self.watch.after_step(self.protection.step_number(), used, self.device.allocated(),
                                  self.device.reserved()):
             self.device.release_cache()
         return loss
@@ -363,11 +366,15 @@ class Guard:
         train, evaluation = self.sizer.train, self.sizer.eval
         total = batch_size(batch)
         local = self.sync.no_sync() if self.sync is not None else contextlib.nullcontext()
-        with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
-            plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
-                         eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
-                         headroom=self.sizer.headroom,
-                         reserve=self.sizer.reserve if self.device.unified else 0)
+        try:
+            with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
+                plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
+                             eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
+                             headroom=self.sizer.headroom,
+                             reserve=self.sizer.reserve if self.device.unified else 0)
+        except NoFitError as refusal:
+            self.events.emit(refusal.event)  # the run directory says why, as well as the error
+            raise
         self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
         self.sizer.base = plan.start
         if loss_fn is not None:

@@ -26,9 +26,11 @@ from oomguard.checkpoint.snapshots import snapshot, snapshot_bytes
 from oomguard.devices.base import is_oom
 from oomguard.engine.plan import Fit, Plan, Row, choose, fit_line, model_from_rows
 from oomguard.engine.recovery import target_bytes
+from oomguard.engine.refusal import NoFitError, refuse
 from oomguard.engine.runner import EvalFn, LossFn, Runner
-from oomguard.errors import MemoryBudgetError
-from oomguard.units import format_bytes
+from oomguard.host import TreeMemory
+from oomguard.memory.in_use import in_use
+from oomguard.memory.tensors import held_bytes, tensors_in
 
 Spans = list[tuple[int, int]]
 #: On memory shared with the host the first choice assumes this much more per sample than two
@@ -144,11 +146,15 @@ def _step_without_moving(optimizer: torch.optim.Optimizer) -> None:
             group["lr"] = rate
 
 
-def _too_big(phase: str, needed: int, budget: int | None) -> MemoryBudgetError:
-    return MemoryBudgetError(
-        f"one sample does not fit the memory budget in {phase}: it needs at least {format_bytes(needed)} "
-        f"against a budget of {format_bytes(budget)}; raise memory_limit, lower imgsz or use a smaller model"
-    )
+def _too_big(runner: Runner, phase: str, budget: int | None, before: TreeMemory | None,
+             saved: _Saved) -> NoFitError:
+    """Microbatch 1 did not fit: the refusal, with what was in use when the probe began."""
+    needed = runner.meter.peak()
+    split = None
+    if before is not None:
+        state = [*runner.state_tensors(), *tensors_in(saved.model), *tensors_in(saved.optimizer)]
+        split = in_use(before, runner.device.reserved(), held_bytes(state))
+    return refuse(phase, needed, budget, split)
 
 
 def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_fn: EvalFn | None, *,
@@ -165,6 +171,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
     eval_ceiling = max(1, min(eval_ceiling or ceiling, total))
     device, meter, optimizer = runner.device, runner.meter, runner.optimizer
     state_before = snapshot_bytes(optimizer.state_dict()["state"])
+    before = meter.reading()  # what is in use before any step: a refusal's explanation
     saved = _save(runner)
     optimizer_peak, growth = 0, 0
     taken = snapshot_bytes(saved.model) + snapshot_bytes(saved.optimizer)
@@ -176,7 +183,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             train = _Sweep(runner, lambda spans: runner.accumulate(batch, total, spans, loss_fn), budget,
                            headroom, grad_bytes(runner.model))
             if not _Sweep(runner, train.run).one(1):  # warm-up: lazy init, gradients allocated
-                raise _too_big("training", meter.peak(), budget)
+                raise _too_big(runner, "train", budget, before, saved)
             meter.mark()
             _step_without_moving(optimizer)
             optimizer_peak = meter.peak()
@@ -190,7 +197,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             evaluation = _Sweep(runner, lambda spans: runner.evaluate(batch, total, spans, eval_fn, []),
                                 budget, headroom)
             if not _Sweep(runner, evaluation.run).one(1):
-                raise _too_big("evaluation", meter.peak(), budget)
+                raise _too_big(runner, "eval", budget, before, saved)
             evaluation.sweep(eval_ceiling)
             eval_rows = evaluation.rows
     finally:

@@ -9,7 +9,7 @@ crossed the budget, so that over-budget and a real OOM take the same road.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from oomguard.devices.base import Device, OverBudget
 from oomguard.engine.ddp import StepSync
 from oomguard.engine.split import detach_cpu, iter_chunks, to_device
 from oomguard.memory.meter import MemoryMeter
+from oomguard.memory.tensors import tensors_in
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 EvalFn = Callable[[nn.Module, Any], Any]
@@ -54,6 +55,13 @@ class Runner:
         self.eval_model = model.module if isinstance(model, DistributedDataParallel) else model
         #: The peak measured at the last check (bytes), for growth and the loop's records.
         self.last_peak: int | None = None
+
+    def state_tensors(self) -> Iterator[torch.Tensor]:
+        """The model's weights, buffers and gradients and the optimizer's state: not data a user holds."""
+        yield from self.model.parameters()
+        yield from self.model.buffers()
+        yield from (p.grad for p in self.model.parameters() if p.grad is not None)
+        yield from tensors_in(self.optimizer.state_dict()["state"])
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:

@@ -8,14 +8,16 @@ state it works on and says what happened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from oomguard import events as ev
 from oomguard.devices.base import Device
 from oomguard.engine.recovery import MemoryModel, failure_bound, grow, shrink, target_bytes
-from oomguard.errors import MemoryBudgetError
+from oomguard.engine.refusal import NoFitError, refuse
 from oomguard.events import EventLog
 from oomguard.memory.budget import Budget
+from oomguard.memory.in_use import in_use
 from oomguard.memory.meter import MemoryMeter
 from oomguard.units import format_bytes
 
@@ -43,8 +45,11 @@ class Sizer:
     """Decides sizes for both phases from measured peaks, leaving ``1 - headroom`` of the room free."""
 
     def __init__(self, train: Phase, evaluation: Phase, budget: Budget, device: Device, meter: MemoryMeter,
-                 events: EventLog, headroom: float, grow_after: int) -> None:
+                 events: EventLog, headroom: float, grow_after: int,
+                 data_held: Callable[[], int] = lambda: 0) -> None:
         self.train, self.eval = train, evaluation
+        #: Bytes of data (tensors, arrays) the process holds besides the model: for a refusal's advice.
+        self.data_held = data_held
         self.budget, self.device, self.meter, self.events = budget, device, meter, events
         self.headroom, self.grow_after = headroom, grow_after
         #: Bytes kept free for the checkpointer's snapshot (memory shared with the host only).
@@ -66,12 +71,26 @@ class Sizer:
         self.events.emit(ev.Oom(phase=phase.name, microbatch=phase.size, peak=peak, budget=self.budget.limit,
                                 error=error))
         if size <= 1:
-            raise MemoryBudgetError(
-                f"{phase.words} does not fit the memory budget even at microbatch 1: the step peaked at "
-                f"{format_bytes(peak)} against {self.budget.describe()}; raise memory_limit, lower imgsz "
-                "(or the input size), or use a smaller model"
-            )
+            refusal = self._no_fit(phase, peak)
+            self.events.emit(refusal.event)
+            raise refusal
         self._shrink(phase, size, *failure_bound(peak, self.budget.limit, error), error)
+
+    def _no_fit(self, phase: Phase, peak: int | None) -> NoFitError:
+        """Microbatch 1 failed: the refusal, with what is held between steps (measured now, after the
+        cache was emptied) on memory shared with the host."""
+        head = (f"{phase.words} does not fit the memory budget even at microbatch 1: the step peaked at "
+                f"{format_bytes(peak)} against {self.budget.describe()}")
+        before = self.meter.reading()
+        if before is None:  # a discrete GPU: the host's memory is not what ran out
+            refusal = refuse(phase.name, peak or 0, self.budget.limit, None, head)
+            fixes = "raise memory_limit, lower imgsz (or the input size), or use a smaller model"
+            return NoFitError(f"{head}; {fixes}", refusal.event)
+        split = in_use(before, self.device.reserved(), self.data_held())
+        own = self.base - split.workers - split.others  # this process between steps, last measured clean
+        if 0 < own < split.process:  # the failed step's heap may linger in its pages still
+            split = replace(split, total=split.total - split.process + own, process=own)
+        return refuse(phase.name, peak or 0, self.budget.limit, split, head)
 
     def over_target(self, phase: Phase, size: int, peak: int) -> bool:
         """A step that fitted but peaked above the target: the next ones run smaller (no redo)."""

@@ -1,4 +1,4 @@
-"""A process's memory: RSS of one process and of its tree, and this process's resettable peak.
+"""A process's memory: its RSS and this process's resettable RSS peak (a tree's: :mod:`oomguard.host.tree`).
 
 On Linux the peak RSS of this process is the kernel's own high-water mark
 (``VmHWM``), reset by writing ``5`` to ``/proc/self/clear_refs``: exact and
@@ -45,29 +45,6 @@ def process_rss(pid: int | None = None) -> int:
         kib = _status_kib("VmRSS")
         return kib * 1024 if kib is not None else int(psutil.Process().memory_info().rss)
     return int(psutil.Process(pid).memory_info().rss)
-
-
-def children_rss(pid: int | None = None) -> int:
-    """Summed RSS of every descendant of ``pid`` (DataLoader workers, launched ranks)."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return 0
-    total = 0
-    for child in children:
-        try:
-            total += child.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-def tree_rss(pid: int | None = None) -> int:
-    """RSS of ``pid`` and all its descendants."""
-    try:
-        return process_rss(pid) + children_rss(pid)
-    except psutil.Error:
-        return 0
 
 
 @cache

@@ -77,11 +77,12 @@ class TrainerWatch:
     def after_step(self, step: int) -> Act | None:
         """A training step finished: leaks, fragmentation, then pressure; what the trainer should do."""
         self.sampler.step = step
-        if self.watch.after_step(step, self.meter.current(), self.device.allocated(), self.device.reserved()):
+        used = self.meter.current(fresh=False)
+        if self.watch.after_step(step, used, self.device.allocated(), self.device.reserved()):
             self.device.release_cache()
         latest = self.sampler.latest
         decision = self.watch.check_pressure(latest.system_available if latest is not None else None,
-                                             self.meter.current(), can_shrink=False)
+                                             used, can_shrink=False)
         if decision is None:
             return None
         self.events.emit(ev.Pressure(step=step, available=decision.available,

@@ -25,7 +25,7 @@ def memory_text(state: State) -> str:
     sample = state.memory.latest
     if sample is None:
         return ""
-    parts = [f"rss {format_bytes(sample.tree_rss)}"]
+    parts = [f"mem {format_bytes(sample.tree_memory)}"]
     if not state.device.unified or state.device.kind == "mps":
         parts.append(f"{state.device.kind} {format_bytes(sample.device_reserved)}")
     parts.append(f"avail {format_bytes(sample.system_available)}")

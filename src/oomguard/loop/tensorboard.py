@@ -17,7 +17,8 @@ from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
 
 MISSING = "tensorboard=true needs tensorboard: pip install tensorboard"
-_MEMORY_FIELDS = ("process_rss", "children_rss", "system_available", "device_allocated", "device_reserved")
+_MEMORY_FIELDS = ("process_rss", "children_rss", "system_available", "device_allocated", "device_reserved",
+                  "tree_memory")
 
 
 class TensorBoardLogger:

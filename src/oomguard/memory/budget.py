@@ -2,7 +2,8 @@
 
 On CPU and unified memory the OS kills before any exception, so ``auto``
 leaves headroom under the point where the OS would act: what this process
-holds now plus what the system has available, less a reserve for the OS and
+tree holds now (each page once: loader workers add only their own pages)
+plus what the system has available, less a reserve for the OS and
 other programs, and never more than 85% of the machine.
 """
 
@@ -36,11 +37,11 @@ class Budget:
 
 
 def auto_limit(device: Device, in_use: int | None = None) -> int:
-    """The ``auto`` budget for ``device``, given ``in_use`` bytes this process holds now."""
+    """The ``auto`` budget for ``device``, given ``in_use`` bytes this process tree holds now."""
     total = device.total_memory()
     if not device.unified:
         return int(total * AUTO_SHARE)
-    in_use = host.tree_rss() if in_use is None else in_use
+    in_use = host.tree_memory(fresh=True).total if in_use is None else in_use
     limit, _usage = host.cgroup_limit_and_usage()
     # Inside a memory cgroup the limit is the whole world: no OS to leave a fixed reserve for.
     floor = 0 if limit is not None and limit <= total else MIN_RESERVE

@@ -120,6 +120,6 @@ class PressureWatch:
         if action in (Action.OK, Action.WAIT):
             return None
         persisting = self.monitor.low > 1 and not can_shrink
-        need = self.monitor.need(max(peak, host.tree_rss()), self.total)
+        need = self.monitor.need(max(peak, host.tree_memory().total), self.total)
         kind = "exit" if action is Action.EXIT or persisting else "act"
         return PressureDecision(kind, available, self.min_available, need)

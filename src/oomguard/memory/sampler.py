@@ -1,10 +1,13 @@
 """A background thread that samples memory into the run's timeline (``memory.csv``).
 
-Every ``interval`` seconds it records this process's RSS, its children's RSS
-(DataLoader workers), the system's available memory and the device
-allocator's numbers. The engine reads the latest values and the maximum since
-its last mark without touching ``/proc`` itself; listeners (pressure, the
-memory cap) are called with each sample.
+Every ``interval`` seconds it records the memory of this process's tree
+(DataLoader workers, launched ranks) as the OS counts it, each page once
+(:func:`oomguard.host.tree_memory`), with the RSS of the process and of its
+children, what the children hold alone, the system's available memory and the
+device allocator's numbers. The engine reads the latest values and the maximum
+since its last mark; listeners (pressure, the memory cap) are called with each
+sample. The columns of ``memory.csv`` only ever grow at the end: readers rely on
+their order.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -27,7 +30,7 @@ if TYPE_CHECKING:  # only for annotations: the supervisor samples without a devi
     from oomguard.devices.base import Device
 
 COLUMNS = ("time", "process_rss", "children_rss", "system_available", "device_allocated",
-           "device_reserved", "used", "step", "rank")
+           "device_reserved", "used", "step", "rank", "tree_memory", "children_private")
 #: Consecutive failed readings or listener calls after which a ``sampler`` event is written (then x10).
 TROUBLE_AT = 10
 
@@ -41,14 +44,16 @@ class Sample:
     device_allocated: int
     device_reserved: int
     #: Memory in use as the budget counts it on the sampled device (its one definition:
-    #: ``Device.used``); the tree's RSS where no device is sampled (the supervisor).
+    #: ``Device.used``); ``tree_memory`` where no device is sampled (the supervisor).
     used: int
     step: int
     rank: int
-
-    @property
-    def tree_rss(self) -> int:
-        return self.process_rss + self.children_rss
+    #: The process tree's host memory, each page counted once (PSS, the tree's cgroup charge or
+    #: footprints): what the budget, the supervisor and the report count. ``process_rss +
+    #: children_rss`` counts every page the workers share with this process once per process.
+    tree_memory: int
+    #: What the children hold alone (their private pages): what stopping the loader workers gives back.
+    children_private: int
 
 
 assert tuple(f.name for f in fields(Sample)) == COLUMNS
@@ -80,7 +85,7 @@ class MemorySampler:
         self.rank = rank
         self.step = 0
         self.latest: Sample | None = None
-        self._max_tree_rss = 0
+        self._max_tree = 0
         self._max_device = 0
         self._listeners: list[Callable[[Sample], None]] = []
         self._stop = threading.Event()
@@ -97,24 +102,25 @@ class MemorySampler:
     def sample(self) -> Sample:
         """Take one sample now (also what the thread does each tick)."""
         device = self.device
-        own = host.process_rss(self.pid)
-        children = host.children_rss(self.pid)
+        tree = host.tree_memory(self.pid)
         allocated = device.allocated() if device is not None else 0
         reserved = device.reserved() if device is not None else 0
         sample = Sample(
             time=time.time(),
-            process_rss=own,
-            children_rss=children,
+            process_rss=tree.root.rss,
+            children_rss=tree.children_rss,
             system_available=host.available_memory(),
             device_allocated=allocated,
             device_reserved=reserved,
-            used=device.used(own + children, allocated, reserved) if device is not None else own + children,
+            used=device.used(tree.total, allocated, reserved) if device is not None else tree.total,
             step=self.step,
             rank=self.rank,
+            tree_memory=tree.total,
+            children_private=tree.children_private,
         )
         with self._lock:
             self.latest = sample
-            self._max_tree_rss = max(self._max_tree_rss, sample.tree_rss)
+            self._max_tree = max(self._max_tree, sample.tree_memory)
             self._max_device = max(self._max_device, sample.device_reserved)
         return sample
 
@@ -122,18 +128,13 @@ class MemorySampler:
         """Start a new "maximum since mark" window."""
         with self._lock:
             latest = self.latest
-            self._max_tree_rss = latest.tree_rss if latest else 0
+            self._max_tree = latest.tree_memory if latest else 0
             self._max_device = latest.device_reserved if latest else 0
 
     def max_since_mark(self) -> tuple[int, int]:
-        """(max RSS of the process tree, max device reserved) since the last :meth:`mark`."""
+        """(max memory of the process tree, max device reserved) since the last :meth:`mark`."""
         with self._lock:
-            return self._max_tree_rss, self._max_device
-
-    @property
-    def children_rss(self) -> int:
-        latest = self.latest
-        return latest.children_rss if latest else 0
+            return self._max_tree, self._max_device
 
     def start(self) -> MemorySampler:
         if self._thread is not None:
@@ -176,7 +177,7 @@ class MemorySampler:
             if self._file is not None:
                 row.seek(0)
                 row.truncate()
-                writer.writerow(astuple(sample))
+                writer.writerow([getattr(sample, name) for name in COLUMNS])  # astuple deep-copies
                 self._file.write(row.getvalue())
                 self._file.flush()  # the whole row in one write(2): it empties the buffer each time
             failed = False

@@ -1,4 +1,5 @@
-"""A census of live tensors, and what grew between two of them: the diagnosis of a leak.
+"""A census of live tensors, and what grew between two of them: the diagnosis of a leak; and the bytes of
+data (tensors, arrays) a process holds besides its model: a refusal's explanation.
 
 ``gc.get_objects()`` walks every tracked Python object (tenths of a second in
 a large process), so a census is only taken once a leak is suspected. A kept
@@ -10,9 +11,12 @@ that grows by one per step.
 from __future__ import annotations
 
 import gc
+import sys
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -88,3 +92,52 @@ def diagnose(before: Counter[Kind], after: Counter[Kind], steps: int) -> str:
     text = f"+{top.per_step:.3g} {top.kind.words()} per step: {advice(top.kind)}"
     others = [f"+{g.per_step:.3g} {g.kind.words()}" for g in grown[1:3] if g.per_step >= 0.05]
     return text + (f" (also {', '.join(others)} per step)" if others else "")
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in nested dicts, lists and tuples (a state dict, a snapshot)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from tensors_in(item)
+
+
+def _buffer(obj: object, ndarray: type | None) -> tuple[int, int] | None:
+    """(address, bytes) of the host memory behind a CPU tensor or an owning NumPy array, else None."""
+    try:
+        if _is_tensor(obj):
+            assert isinstance(obj, torch.Tensor)
+            if obj.device.type != "cpu" or obj.is_sparse:
+                return None
+            storage = obj.untyped_storage()
+            return storage.data_ptr(), storage.nbytes()
+        if ndarray is not None and isinstance(obj, ndarray) and getattr(obj, "base", None) is None:
+            return obj.__array_interface__["data"][0], obj.nbytes  # type: ignore[attr-defined]
+    except Exception:  # an exotic tensor (meta, nested, quantized...): not data we can size
+        return None
+    return None
+
+
+def held_bytes(besides: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the CPU tensors and NumPy arrays alive in this process, each buffer once, less those of
+    ``besides`` (the model's weights and the optimizer's state): the data it holds in memory.
+
+    Walks every object the garbage collector tracks (tenths of a second in a large
+    process): for an explanation, never for a measurement. Data kept as plain Python
+    objects (lists of bytes, images) is not seen.
+    """
+    skip = {found[0] for found in (_buffer(t, None) for t in besides) if found is not None}
+    numpy = sys.modules.get("numpy")
+    ndarray = getattr(numpy, "ndarray", None)
+    buffers: dict[int, int] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            found = _buffer(obj, ndarray)
+            if found is not None and found[0] and found[0] not in skip:
+                buffers[found[0]] = max(buffers.get(found[0], 0), found[1])
+    return sum(buffers.values())

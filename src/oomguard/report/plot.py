@@ -116,7 +116,9 @@ def _plot_series(ax: Axes, timeline: Timeline, t0: float, scale: float, top: flo
         x = _broken([(t - t0) / scale for t in series.time], gaps)
         suffix = f" rank {rank}" if several else ""
         base = _RANK_COLOURS[n % len(_RANK_COLOURS)]
-        styles = [("tree_rss", "process RSS + children", base, "-")]
+        counted = "tree_memory" in timeline.columns  # each page once; older files summed RSS
+        tree = "process tree, each page once" if counted else "process RSS + children"
+        styles = [("tree_rss", tree, base, "-")]
         if timeline.has("device_allocated"):
             styles.append(("device_allocated", "device allocated", base if several else "#ff7f0e", "--"))
         if timeline.has("device_reserved"):

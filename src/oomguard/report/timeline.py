@@ -16,7 +16,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: What the report plots, and the memory.csv columns each one is made of.
+#: What the report plots, and the memory.csv columns each one is made of. ``tree_rss`` is the process
+#: tree's host memory: the ``tree_memory`` column (each page counted once) where the file has it, else
+#: ``process_rss + children_rss`` (files written before it existed).
 SERIES = ("tree_rss", "device_allocated", "device_reserved", "system_available")
 _START_WIDTH = 0.01  # seconds; doubled as the run gets longer
 
@@ -160,6 +162,8 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
         get = index.get
         t_i, rank_i = index["time"], get("rank")
         rss_i, child_i = get("process_rss"), get("children_rss")
+        if "tree_memory" in index:  # counted once per page: the RSS sum counts workers' shared pages again
+            rss_i, child_i = index["tree_memory"], None
         alloc_i, res_i, avail_i = get("device_allocated"), get("device_reserved"), get("system_available")
         for row in reader:
             if len(row) != width:

@@ -7,8 +7,9 @@ so the kernel's own OOM killer delivers the SIGKILL: exactly what users see,
 at exactly the point the kernel would act, page cache and all. The cgroup's
 ``oom_kill`` counter then says that the death was the cap's doing.
 
-Elsewhere the supervisor polls the RSS of the child's process tree every
-sample (~50 ms) and SIGKILLs the tree when it goes over ``SIZE``. A spike that
+Elsewhere the supervisor polls the memory of the child's process tree every
+sample (~50 ms; each page counted once, :func:`oomguard.host.tree_memory`) and
+SIGKILLs the tree when it goes over ``SIZE``. A spike that
 rises and falls between two samples escapes this cap; the cgroup does not.
 """
 
@@ -34,7 +35,7 @@ def _write(path: Path, value: int | str) -> bool:
 
 
 class PollCap:
-    """Kill the child's tree when its sampled RSS goes over ``limit`` bytes."""
+    """Kill the child's tree when its sampled memory goes over ``limit`` bytes."""
 
     kind = "poll"
 
@@ -46,9 +47,9 @@ class PollCap:
         self._hit = False
         return None
 
-    def over(self, tree_rss: int) -> bool:
-        """Whether a sample of ``tree_rss`` bytes calls for the kill; remembers that it did."""
-        if tree_rss > self.limit:
+    def over(self, tree_memory: int) -> bool:
+        """Whether a sample of ``tree_memory`` bytes calls for the kill; remembers that it did."""
+        if tree_memory > self.limit:
             self._hit = True
         return self._hit
 
@@ -60,11 +61,11 @@ class PollCap:
 
 
 class CgroupCap(PollCap):
-    """A fresh v1 memory cgroup per attempt, limited to ``limit`` bytes, and the RSS poll besides.
+    """A fresh v1 memory cgroup per attempt, limited to ``limit`` bytes, and the poll besides.
 
-    The kernel charges a cgroup for the pages its processes brought in, not for
-    shared library pages already cached by others, so it can let the RSS that
-    the timeline shows pass the cap; the poll holds the cap to that RSS too.
+    The child's tree is alone in that cgroup, so the memory the timeline shows is
+    the cgroup's own charge (less the file cache it can drop): the poll counts
+    the pages the kernel does, so it seldom acts before the kernel's OOM killer.
     """
 
     def __init__(self, limit: int, parent: Path) -> None:

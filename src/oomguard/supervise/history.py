@@ -1,4 +1,4 @@
-"""What the training child left in its run directory: its plan, budget and last step.
+"""What the training child left in its run directory: its plan, budget, last step and loader workers' memory.
 
 The supervisor never imports the training loop; this is all it knows of it.
 Only what the child wrote since its last ``start`` counts, so a plan from an
@@ -10,14 +10,18 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from oomguard import events as ev
 from oomguard.rundir import RunDir
-from oomguard.supervise.ladder import RELEASE_KEY, PlanState
+from oomguard.supervise.ladder import RELEASE_KEY, LoaderMemory, PlanState
+from oomguard.supervise.supervisor import WINDOW_SECONDS
 
 _TAIL_BYTES = 8192
+#: Enough of the memory timeline's end to hold its last WINDOW_SECONDS of samples, for a few ranks.
+_LOADER_TAIL_BYTES = 65536
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class ChildReport:
     state: PlanState
     budget: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None  # the time of its ``start`` event
 
 
 def _int(value: Any) -> int | None:
@@ -73,29 +78,77 @@ def child_report(events: Iterable[ev.Event], fallback_config: Mapping[str, Any],
         release_every=_int(config.get(RELEASE_KEY)),
     )
     budget = _int(start.budget) if start is not None else None
-    return ChildReport(state, budget, config)
+    return ChildReport(state, budget, config, start.time if start is not None else None)
 
 
 def read_child_report(run_dir: RunDir, overrides: Mapping[str, Any]) -> ChildReport:
-    return child_report(ev.load_events(run_dir.events), run_dir.saved_config() or {}, overrides)
+    report = child_report(ev.load_events(run_dir.events), run_dir.saved_config() or {}, overrides)
+    host_budget = None if report.state.device.startswith("cuda") else report.budget
+    loader = loader_memory(run_dir.memory, report.started, host_budget)
+    return replace(report, state=replace(report.state, loader=loader))
+
+
+def _tail(path: Path, size: int) -> tuple[list[str], list[str]]:
+    """The header of a CSV file and its last whole lines within ``size`` bytes (([], []) when unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
+            start = handle.tell()
+            end = handle.seek(0, io.SEEK_END)
+            handle.seek(max(start, end - size))
+            cut = end - size > start  # the first line read is then part of a row
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return [], []
+    return header, lines[1:] if cut else lines
+
+
+def loader_memory(path: Path, since: float | None, budget: int | None) -> LoaderMemory | None:
+    """What the loader workers held in the last samples (``WINDOW_SECONDS``) of the attempt that
+    started at ``since``.
+
+    Per rank, the most its children held alone and the highest tree memory in
+    those rows, summed over the ranks (their budget, ``budget`` each). None
+    where the timeline does not say (no rows of that attempt, or written before
+    the ``children_private`` column).
+    """
+    header, lines = _tail(path, _LOADER_TAIL_BYTES)
+    names = ("time", "rank", "tree_memory", "children_private")
+    if not set(names) <= set(header):
+        return None
+    columns = [header.index(name) for name in names]
+    rows: list[tuple[float, str, int, int]] = []
+    for row in csv.reader(lines):
+        if len(row) != len(header):
+            continue  # torn by the kill
+        cells = [row[i] for i in columns]
+        try:
+            rows.append((float(cells[0]), cells[1], int(cells[2]), int(cells[3])))
+        except ValueError:
+            continue
+    rows = [row for row in rows if since is None or row[0] >= since]
+    if not rows:
+        return None
+    end = max(row[0] for row in rows)
+    private: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    for at, rank, tree, alone in rows:
+        if at >= end - WINDOW_SECONDS:
+            private[rank] = max(private.get(rank, 0), alone)
+            peak[rank] = max(peak.get(rank, 0), tree)
+    return LoaderMemory(private=sum(private.values()), peak=sum(peak.values()),
+                        limit=budget * len(peak) if budget else None)
 
 
 def last_step(run_dir: RunDir) -> int | None:
     """The last training step the child reached: its memory timeline's ``step``, or its events'."""
     steps = [_int(getattr(event, "step", None)) for event in ev.load_events(run_dir.events)]
     best = max((step for step in steps if step is not None), default=None)
-    try:
-        with open(run_dir.memory, "rb") as handle:
-            header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
-            size = handle.seek(0, io.SEEK_END)
-            handle.seek(max(0, size - _TAIL_BYTES))
-            tail = handle.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return best
+    header, tail = _tail(run_dir.memory, _TAIL_BYTES)
     if "step" not in header:
         return best
     column = header.index("step")
-    for row in csv.reader(reversed(tail[1:] if len(tail) > 1 else [])):
+    for row in csv.reader(reversed(tail)):
         if len(row) == len(header) and row[column].isdigit():
             step = int(row[column])
             return step if best is None else max(best, step)

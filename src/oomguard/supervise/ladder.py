@@ -9,7 +9,10 @@ Rungs, in order (a rung that would change nothing is skipped):
 2. ``eval``: half the eval microbatch (``val_batch``) and validate half as
    often (``val_every`` doubled).
 3. ``loader``: ``workers=0`` and ``cache=false`` (no worker processes, no
-   images held in RAM).
+   images held in RAM). ``workers=0`` only where the workers' own (private)
+   memory at the end of the attempt would have made the difference (see
+   :class:`LoaderMemory`); pages they share with the training process stay
+   when they go. Without a memory timeline to tell, it is taken as before.
 4. ``release``: release cached memory twice as often (``release_every``
    halved; only where the configuration has that key).
 5. ``imgsz``: images 3/4 the size, a multiple of 32 — only with
@@ -26,7 +29,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from oomguard.supervise.attribution import NEAR_LIMIT
+
 RELEASE_KEY = "release_every"
+
+
+@dataclass(frozen=True)
+class LoaderMemory:
+    """The loader workers in an attempt's last samples (bytes; summed over the ranks of a group)."""
+
+    #: What the workers held alone, their own pages: what ``workers=0`` gives back.
+    private: int
+    #: The process tree's memory at its highest, each page counted once.
+    peak: int
+    #: The host budget it ran under (None: unknown, or a GPU budget that host memory does not count in).
+    limit: int | None
+
+    def would_matter(self) -> bool:
+        """Whether giving back the workers' own memory brings the peak under ``NEAR_LIMIT`` of the limit
+        (where the supervisor counts a death as one for memory), or by as much where no limit is known."""
+        if self.limit:
+            excess = max(self.peak, self.limit) - NEAR_LIMIT * self.limit
+        else:
+            excess = (1 - NEAR_LIMIT) * self.peak
+        return self.private >= excess
 
 
 @dataclass(frozen=True)
@@ -41,6 +67,7 @@ class PlanState:
     imgsz: int | None = None
     device: str = "cpu"  # the device it actually used: cpu, cuda:N, mps
     release_every: int | None = None  # None: never released on a schedule yet
+    loader: LoaderMemory | None = None  # what its loader workers held at the end (None: not known)
 
 
 @dataclass(frozen=True)
@@ -71,7 +98,9 @@ def _eval(state: PlanState) -> dict[str, Any] | None:
 
 
 def _loader(state: PlanState) -> dict[str, Any] | None:
-    return {"workers": 0, "cache": False} if state.workers > 0 or state.cache else None
+    if state.workers > 0 and (state.loader is None or state.loader.would_matter()):
+        return {"workers": 0, "cache": False}
+    return {"cache": False} if state.cache else None
 
 
 def _release(state: PlanState) -> dict[str, Any] | None:

@@ -203,7 +203,7 @@ class Supervisor:
         if self.cap is not None:
             self.cap.release()
         evidence = Evidence(
-            peak_rss=max((s.tree_rss for s in window), default=0),
+            peak_rss=max((s.tree_memory for s in window), default=0),
             min_available=min((s.system_available for s in window), default=None),
             total=host.total_memory(),
             limit=self.cap_limit,
@@ -226,7 +226,7 @@ class Supervisor:
 
     def _on_sample(self, sample: Sample, window: deque[Sample], child: Child) -> None:
         window.append(sample)
-        if self.cap is not None and not self.cap.hit() and self.cap.over(sample.tree_rss):
+        if self.cap is not None and not self.cap.hit() and self.cap.over(sample.tree_memory):
             child.kill_tree()
 
     # -- outcomes -----------------------------------------------------------------------------------
