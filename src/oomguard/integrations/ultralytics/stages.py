@@ -22,6 +22,7 @@ from typing import Any
 
 from oomguard.config import Config
 from oomguard.events import EventLog
+from oomguard.integrations.ultralytics.folders import last_checkpoint
 from oomguard.loop.stages import announce_stage, stage_configs
 from oomguard.rundir import RunDir
 
@@ -40,7 +41,7 @@ class DetectStage:
     @property
     def last(self) -> Path:
         """Ultralytics' own ``last.pt`` of this stage (pickles the model; what ``resume=True`` takes)."""
-        return self.yolo_dir / "weights" / "last.pt"
+        return last_checkpoint(self.yolo_dir)
 
 
 def detect_stages(config: Config, run: RunDir) -> list[DetectStage]:
