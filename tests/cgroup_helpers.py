@@ -65,3 +65,19 @@ def start_balloon(group: Path, size: int) -> subprocess.Popen[str]:
                                stdout=subprocess.PIPE, text=True, preexec_fn=lambda: join(group))
     assert balloon.stdout is not None and balloon.stdout.readline().strip() == "ready"
     return balloon
+
+
+
+def squeeze(group: Path, beyond: int, victim: int) -> subprocess.Popen[str]:
+    """A process in ``group`` taking all the memory left there and ``beyond`` bytes more, held until killed.
+
+    The kernel's OOM killer then has to kill in ``group``, and ``victim`` is
+    made the process it picks (``oom_score_adj`` 1000; lowering the balloon's
+    own needs a privilege containers lack): a real memory kill at a chosen moment.
+    """
+    Path(f"/proc/{victim}/oom_score_adj").write_text("1000")
+    usage = int((group / "memory.usage_in_bytes").read_text())
+    limit = int((group / "memory.limit_in_bytes").read_text())
+    size = max(limit - usage, 0) + beyond
+    return subprocess.Popen([sys.executable, "-c", BALLOON, str(size)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, preexec_fn=lambda: join(group))

@@ -1,4 +1,4 @@
-"""Restart presets of ``oomguard run``: Ultralytics YOLO, Hugging Face Trainer, Lightning, generic resume args.
+"""Restart presets of ``oomguard run``: Ultralytics YOLO, Hugging Face Trainer, Lightning, resume args.
 
 What the real libraries do with these commands is tested end to end in
 ``test_run_yolo.py``, ``test_run_huggingface.py`` and ``test_run_lightning.py``.
@@ -29,7 +29,7 @@ YOLO = ["/venv/bin/yolo", "detect", "train", "data=rdd.yaml", "model=yolov8s.pt"
 
 
 def _torch_file(path: Path, text: str = "weights") -> Path:
-    """A file as ``torch.save`` writes it: a zip archive (a double of a checkpoint; the check reads no more)."""
+    """A file as ``torch.save`` writes it, a zip archive (a checkpoint's double: the check reads no more)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", text)
@@ -208,7 +208,7 @@ def test_lightning_resumes_from_the_newest_whole_checkpoint_of_this_run(tmp_path
                            "--ckpt_path", str(second)]
 
 
-def test_lightning_finds_its_root_in_a_config_file_and_starts_over_without_a_checkpoint(tmp_path: Path) -> None:
+def test_lightning_finds_its_root_in_a_config_file_and_starts_over_with_no_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("trainer:\n  default_root_dir: from_config\n  max_epochs: 3\n")
     command = ["python", "train_pl.py", "fit", "--config", "c.yaml"]
     preset = LightningPreset(command, cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""Where ultralytics saves a training: oomguard's reading of a command line, checked against ultralytics itself."""
+"""Where ultralytics saves a training: oomguard's reading of a command line, checked against ultralytics."""
 
 from __future__ import annotations
 
@@ -113,9 +113,9 @@ def test_a_command_line_is_read_as_ultralytics_reads_it(tmp_path: Path) -> None:
                                     "project": None, "epochs": "3", "batch": "8"}
 
 
-@pytest.mark.parametrize(("model", "task"), [("yolov8n.yaml", "detect"), ("yolov8n-seg.pt", "segment"),
-                                             ("yolo11s-cls.yaml", "classify"), ("w/yolov8m-pose.pt", "pose"),
-                                             ("yolov8n-obb.yaml", "obb"), ("runs/segment/x/best.pt", "segment"),
-                                             (None, "detect")])
+@pytest.mark.parametrize(("model", "task"), [
+    ("yolov8n.yaml", "detect"), ("yolov8n-seg.pt", "segment"), ("yolo11s-cls.yaml", "classify"),
+    ("w/yolov8m-pose.pt", "pose"), ("yolov8n-obb.yaml", "obb"), ("runs/segment/x/best.pt", "segment"),
+    (None, "detect")])
 def test_the_task_is_guessed_from_the_models_name(model: str | None, task: str) -> None:
     assert model_task(model) == task
