@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import signal
+import subprocess
 import sys
 import zipfile
 from functools import partial
@@ -21,9 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cgroup_helpers import MB, squeeze
+from cgroup_helpers import MB, Squeeze
 from detect_helpers import make_detection_dataset
+from oomguard.integrations.ultralytics.folders import saved_epoch
 from oomguard.supervise.cap import CgroupCap
+from oomguard.supervise.presets import preset_for
 from run_helpers import attempt_pid, events, finish, start_run, user_env, wait_for
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
@@ -74,7 +77,9 @@ def test_killed_before_its_first_checkpoint_then_in_epoch_2_it_finishes_in_its_f
     command = _command(tmp_path)
     run, sup = tmp_path / "runs" / "detect" / "p" / "y", tmp_path / "sup"
     last = run / "weights" / "last.pt"
-    process = start_run(["--run-dir", "sup", "--", *command], tmp_path, _user(tmp_path))
+    env = _user(tmp_path)
+    preset = preset_for(command, None, cwd=tmp_path, env=env)  # as oomguard run makes it, before the start
+    process = start_run(["--run-dir", "sup", "--", *command], tmp_path, env)
 
     # Attempt 1 is killed once ultralytics made its folder, before any epoch ended.
     pid = wait_for(lambda: (run / "args.yaml").is_file() and attempt_pid(sup, 1), process, "a training")
@@ -84,6 +89,7 @@ def test_killed_before_its_first_checkpoint_then_in_epoch_2_it_finishes_in_its_f
     # Attempt 2 starts over in the same folder, and is killed once its epoch 1 is saved.
     pid = wait_for(lambda: _whole(last) and attempt_pid(sup, 2), process, "a checkpoint of attempt 2")
     os.kill(pid, signal.SIGKILL)
+    assert saved_epoch(last) in (0, 1)  # ultralytics' own epoch field, read without torch
 
     output = finish(process, tmp_path).replace("\n", "")  # the console wraps long lines
     assert _one_folder(run.parent) == run
@@ -97,6 +103,15 @@ def test_killed_before_its_first_checkpoint_then_in_epoch_2_it_finishes_in_its_f
     assert f"restarting: yolo preset resumes from {last}" in output
     assert "is not a resumable training checkpoint" not in output
 
+    # Killed in its closing validation instead, the run would only be validated again, in the same folder.
+    assert saved_epoch(last) == -1  # the end of the training marked it final
+    validation = preset.restart(command, memory=False).argv
+    assert validation[:4] == [YOLO, "detect", "val", f"model={run / 'weights' / 'best.pt'}"]
+    done = subprocess.run(validation, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _one_folder(run.parent) == run and sorted(p.name for p in run.parent.parent.iterdir()) == ["p"]
+    assert _epochs(run / "results.csv") == [1, 2, 3]
+
 
 @pytest.mark.skipif(CgroupCap.available() is None, reason="the cgroup v1 memory controller is not writable")
 def test_memory_kills_in_a_memory_cgroup_lower_the_batch_and_keep_the_folder(tmp_path: Path) -> None:
@@ -107,18 +122,20 @@ def test_memory_kills_in_a_memory_cgroup_lower_the_batch_and_keep_the_folder(tmp
     last = run / "weights" / "last.pt"
     process = start_run(["--memory-limit", f"{LIMIT}", "--run-dir", "sup", "--", *command], tmp_path,
                         _user(tmp_path))
-    squeezes = []
-    saved = None
-    for attempt in (1, 2):  # each is memory-killed by the kernel once it has saved an epoch
+    squeezes, saved = [], None
+    for attempt in (1, 2):  # memory-killed by the kernel in epoch 2, then (resumed) in epoch 3
+        wait_for(partial(attempt_pid, sup, attempt), process, f"attempt {attempt}")
+        squeezes.append(Squeeze(parent / f"oomguard-{process.pid}-{attempt}"))
         pid = wait_for(partial(_saved_anew, last, saved, sup, attempt), process,
                        f"a new checkpoint of attempt {attempt}")
-        saved = last.stat().st_mtime_ns
-        squeezes.append(squeeze(parent / f"oomguard-{process.pid}-{attempt}", beyond=200 * MB, victim=pid))
+        os.kill(pid, signal.SIGSTOP)  # frozen in this epoch however long the squeeze takes on a busy machine
+        squeezes[-1].now(victim=pid)
         wait_for(partial(attempt_pid, sup, attempt + 1), process, f"attempt {attempt + 1}")
+        saved = last.stat().st_mtime_ns  # the checkpoint the next attempt starts from
 
     output = finish(process, tmp_path)
-    for balloon in squeezes:  # the supervisor emptied each attempt's cgroup
-        assert balloon.wait(timeout=30) == -signal.SIGKILL
+    for squeeze in squeezes:  # the supervisor emptied each attempt's cgroup
+        assert squeeze.process.wait(timeout=30) == -signal.SIGKILL
     kills = events(sup, "kill")
     assert [(k["cause"], k["killer"]) for k in kills] == [("memory_kill", "cgroup")] * 2
     restarts = events(sup, "restart")

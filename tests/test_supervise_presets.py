@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -28,11 +29,15 @@ YOLO = ["/venv/bin/yolo", "detect", "train", "data=rdd.yaml", "model=yolov8s.pt"
         "project=p", "name=y"]
 
 
-def _torch_file(path: Path, text: str = "weights") -> Path:
-    """A file as ``torch.save`` writes it, a zip archive (a checkpoint's double: the check reads no more)."""
+def _torch_file(path: Path, epoch: int = 0, note: str = "") -> Path:
+    """A checkpoint as ``torch.save`` writes it: a zip archive whose ``data.pkl`` holds the dict.
+
+    A double of an ultralytics or Lightning checkpoint: the presets read no
+    more than this (whether the archive is whole, and its ``epoch``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", text)
+        archive.writestr("archive/data.pkl", pickle.dumps({"note": note, "epoch": epoch}, protocol=2))
     return path
 
 
@@ -97,10 +102,10 @@ def test_yolo_in_a_folder_taken_before_the_start_keeps_ultralytics_suffix(tmp_pa
 
 def test_yolo_does_not_resume_a_last_pt_left_from_before_the_start(tmp_path: Path) -> None:
     command = [*YOLO, "exist_ok=True"]
-    stale = _torch_file(tmp_path / "runs" / "detect" / "p" / "y" / "weights" / "last.pt", "an older run")
+    stale = _torch_file(tmp_path / "runs" / "detect" / "p" / "y" / "weights" / "last.pt", 7, "an older run")
     preset = _yolo(tmp_path, command)
     assert preset.restart(command, memory=False).argv == command  # starts over, in y (exist_ok)
-    _torch_file(stale, "this run's epoch 1, a different size")
+    _torch_file(stale, 0, "this run's epoch 1")
     assert preset.restart(command, memory=False).resume_from == str(stale)
 
 
@@ -112,6 +117,18 @@ def test_yolo_does_not_resume_a_last_pt_that_a_kill_cut_short(tmp_path: Path) ->
     restart = preset.restart(YOLO, memory=False)
     assert restart.resume_from is None and "exist_ok=True" in restart.argv
     assert restart.note.endswith("(its last.pt is torn)")
+
+
+def test_yolo_killed_in_its_closing_validation_only_validates_again(tmp_path: Path) -> None:
+    preset = _yolo(tmp_path)
+    run = tmp_path / "runs" / "detect" / "p" / "y"
+    _torch_file(run / "weights" / "last.pt", epoch=-1)  # ultralytics' mark of a training that ended
+    best = _torch_file(run / "weights" / "best.pt", epoch=-1)
+    restart = preset.restart(YOLO, memory=True)
+    assert restart.argv == ["/venv/bin/yolo", "detect", "val", f"model={best}", "data=rdd.yaml", "imgsz=640",
+                            f"project={run.parent}", "name=y", "exist_ok=True", "batch=12"]
+    assert restart.resume_from is None
+    assert restart.note.startswith(f"validates {best}: its training had ended")
 
 
 def test_a_real_torch_save_is_whole_and_a_cut_one_is_not(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from oomguard.integrations.ultralytics.folders import (
     model_task,
     read_arguments,
     runs_dir,
+    saved_epoch,
     settings_file,
     train_folder,
 )
@@ -119,3 +120,17 @@ def test_a_command_line_is_read_as_ultralytics_reads_it(tmp_path: Path) -> None:
     (None, "detect")])
 def test_the_task_is_guessed_from_the_models_name(model: str | None, task: str) -> None:
     assert model_task(model) == task
+
+
+def test_the_epoch_of_a_checkpoint_is_read_without_unpickling_it(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "last.pt"
+    for epoch in (0, 7, 300, 70_000, -1):  # -1: ultralytics' mark of a training that ended
+        torch.save({"date": "2026", "epoch": epoch, "optimizer": {"state": {"epoch": 99}}}, path)
+        assert saved_epoch(path) == epoch
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a kill in the middle of the write
+    assert saved_epoch(path) is None
+    torch.save({"model": torch.zeros(3)}, path)
+    assert saved_epoch(path) is None
+    assert saved_epoch(tmp_path / "missing.pt") is None

@@ -16,8 +16,9 @@ directory (``ultralytics.cfg.get_save_dir``):
   ``name-3``, ... (``ultralytics.utils.files.increment_path``).
 
 The training writes ``weights/last.pt`` there (:func:`last_checkpoint`), the
-file ``resume`` continues from; ``oomguard train task=detect`` names its own
-ultralytics folder and finds its ``last.pt`` by the same rule.
+file ``resume`` continues from, and :func:`saved_epoch` reads which epoch it
+holds; ``oomguard train task=detect`` names its own ultralytics folder and
+finds and reads its ``last.pt`` by the same rules.
 
 Older ultralytics (before 8.4) put a relative ``project`` under the current
 folder instead; the task of a ``.pt`` is read from the file by ultralytics,
@@ -30,7 +31,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickletools
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,33 @@ _GITHUB = ("GITHUB_ACTIONS", "GITHUB_WORKFLOW", "RUNNER_OS")
 def last_checkpoint(save_dir: Path) -> Path:
     """The ``last.pt`` a training in ``save_dir`` writes at each epoch end (what ``resume`` takes)."""
     return save_dir / "weights" / "last.pt"
+
+
+_INTS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"})
+_MEMO = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+
+
+def saved_epoch(checkpoint: Path) -> int | None:
+    """The epoch an ultralytics checkpoint holds: the last finished one (0-based), -1 once training ended.
+
+    Ultralytics resumes after a checkpoint's ``epoch`` and refuses one whose
+    ``epoch`` is -1: the end of a training (or its early stop) strips the
+    optimizer from ``last.pt`` and marks it so. None for a file that is no
+    whole ``torch.save`` archive (a kill cut it short) or holds no epoch. The
+    value is read from the pickle's opcodes, never unpickled: no torch, no code run.
+    """
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            data = archive.read(name) if name is not None else b""
+        ops = pickletools.genops(data)
+        for op, arg, _ in ops:
+            if op.name.endswith("UNICODE") and arg == "epoch":  # the first "epoch" is the top-level key
+                value = next((a for o, a, _ in ops if o.name not in _MEMO), None)
+                return value if isinstance(value, int) else None
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError):
+        return None
+    return None
 
 
 def command_arguments(command: Sequence[str]) -> list[str] | None:

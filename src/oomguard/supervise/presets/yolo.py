@@ -9,6 +9,11 @@ in, as ultralytics does (:mod:`oomguard.integrations.ultralytics.folders`:
   one: the original command with ``model=<that last.pt> resume=True`` (the form
   every ultralytics 8 accepts; ultralytics takes the folder, epochs and the rest
   from the checkpoint and continues after its last finished epoch);
+- when that ``last.pt`` is final (all epochs trained, or stopped early: the
+  kill came during ultralytics' closing validation, and a resume would start a
+  new training), only that validation is redone: ``yolo [task] val`` of the
+  run's ``best.pt`` (else ``last.pt``) with the command's settings, into the
+  same folder;
 - else (killed before its first epoch ended, or while writing ``last.pt``)
   reruns the original command into the same folder: ``exist_ok=True``, and the
   folder's suffixed ``name=`` when ultralytics had added one;
@@ -25,14 +30,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oomguard.integrations.ultralytics.folders import command_arguments, read_arguments, train_folder
+from oomguard.integrations.ultralytics.folders import (
+    command_arguments,
+    read_arguments,
+    saved_epoch,
+    train_folder,
+)
 from oomguard.supervise.presets.argv import key_value, set_key_value
-from oomguard.supervise.presets.checkpoints import Before, complete_torch_file
+from oomguard.supervise.presets.checkpoints import Before
 from oomguard.supervise.presets.restart import PresetRestart
 
 _DEFAULT_BATCH = 16
 _AUTOBATCH_SHARE = 0.6
 _SHRINK = 0.75
+#: Settings of the training that say where and what it is, not how to validate: left out of the validation.
+_TRAINING_ONLY = frozenset({"model", "project", "name", "exist_ok", "resume", "mode", "task"})
 
 
 def smaller_yolo_batch(batch: str | None) -> str:
@@ -57,10 +69,11 @@ class YoloPreset:
                  env: dict[str, str] | None = None) -> None:
         self.command = list(command)
         cwd = cwd or Path.cwd()
-        settings = read_arguments(command_arguments(command) or [])
-        self.folder = train_folder(settings, cwd, env)
-        self.own_resume = _own_resume(settings, cwd)
-        name, mode = settings.get("name"), settings.get("mode")
+        self.args = command_arguments(command) or []
+        self.settings = read_arguments(self.args)
+        self.folder = train_folder(self.settings, cwd, env)
+        self.own_resume = _own_resume(self.settings, cwd)
+        name, mode = self.settings.get("name"), self.settings.get("mode")
         #: ``name=`` as ultralytics reads it (the mode when absent), before any ``-N`` suffix.
         self.run_name = name if isinstance(name, str) and name else mode if isinstance(mode, str) else "train"
         self.before = Before([self.folder.last])
@@ -71,27 +84,33 @@ class YoloPreset:
         args = command_arguments(command)
         return args is not None and read_arguments(args).get("mode") == "train"
 
-    def checkpoint(self) -> Path | None:
-        """The run's own whole ``last.pt``, if it wrote one."""
+    def saved(self) -> int | None:
+        """The epoch in the run's own ``last.pt`` (-1: final); None without a whole one from this run."""
         last = self.folder.last
-        return last if self.before.written_since(last) and complete_torch_file(last) else None
+        return saved_epoch(last) if self.before.written_since(last) else None
 
     def restart(self, previous: list[str], memory: bool) -> PresetRestart:
-        argv = list(self.command)
-        if self.own_resume is not None:
-            note = f"resumes from {self.own_resume} (the command's own resume)"
-            resume_from: str | None = str(self.own_resume)
-        elif (checkpoint := self.checkpoint()) is not None:
-            argv = set_key_value(set_key_value(argv, "model", str(checkpoint)), "resume", "True")
-            note, resume_from = f"resumes from {checkpoint}", str(checkpoint)
-        else:
-            argv = self._same_folder(argv)
-            why = "its last.pt is torn" if self.folder.last.is_file() and self.before.written_since(
-                self.folder.last) else "no epoch had finished"
-            note, resume_from = f"starts over in {self.folder.save_dir} ({why})", None
         batch = key_value(previous, "batch")
         if memory:
             batch = smaller_yolo_batch(batch)
+        last, epoch = self.folder.last, self.saved()
+        resume_from: str | None = None
+        if self.own_resume is not None:
+            argv, resume_from = list(self.command), str(self.own_resume)
+            note = f"resumes from {self.own_resume} (the command's own resume)"
+        elif epoch is not None and epoch >= 0:
+            argv = set_key_value(set_key_value(self.command, "model", str(last)), "resume", "True")
+            note, resume_from = f"resumes from {last}", str(last)
+        elif epoch is not None:
+            best = self.folder.save_dir / "weights" / "best.pt"
+            weights = best if saved_epoch(best) is not None else last
+            argv = self._validation(weights)
+            note = f"validates {weights}: its training had ended (final {last}); nothing is trained again"
+        else:
+            argv = self._same_folder(list(self.command))
+            torn = last.is_file() and self.before.written_since(last)
+            why = "its last.pt is torn" if torn else "no epoch had finished"
+            note = f"starts over in {self.folder.save_dir} ({why})"
         if batch is not None and batch != key_value(self.command, "batch"):
             argv = set_key_value(argv, "batch", batch)
         return PresetRestart(argv, resume_from, note)
@@ -105,6 +124,16 @@ class YoloPreset:
         if not folder.exist_ok:
             argv = set_key_value(argv, "exist_ok", "True")
         return argv
+
+    def _validation(self, weights: Path) -> list[str]:
+        """``yolo [task] val model=WEIGHTS`` with the command's other settings, into the run's folder."""
+        program = self.command[: len(self.command) - len(self.args)]
+        task = self.settings.get("task")
+        kept = [arg for arg in self.args
+                if "=" in arg and arg.partition("=")[0].lstrip("-") not in _TRAINING_ONLY]
+        save_dir = self.folder.save_dir
+        return [*program, *([task] if isinstance(task, str) else []), "val", f"model={weights}", *kept,
+                f"project={save_dir.parent}", f"name={save_dir.name}", "exist_ok=True"]
 
 
 def _own_resume(settings: dict[str, str | bool | None], cwd: Path) -> Path | None:
