@@ -65,3 +65,40 @@ def start_balloon(group: Path, size: int) -> subprocess.Popen[str]:
                                stdout=subprocess.PIPE, text=True, preexec_fn=lambda: join(group))
     assert balloon.stdout is not None and balloon.stdout.readline().strip() == "ready"
     return balloon
+
+
+
+SQUEEZE = """
+import sys
+size = int(sys.stdin.readline())  # started early, it waits for the word
+block = bytearray(size)
+block[::4096] = b"\\x01" * len(range(0, size, 4096))
+sys.stdin.read()
+"""
+
+
+class Squeeze:
+    """A process waiting in ``group`` to take all the memory left there and more: a memory kill on demand.
+
+    Started ahead (a Python start takes long on a busy machine), it allocates
+    when :meth:`now` says so.
+    """
+
+    def __init__(self, group: Path) -> None:
+        self.group = group
+        self.process = subprocess.Popen([sys.executable, "-c", SQUEEZE], stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, text=True, preexec_fn=lambda: join(group))
+
+    def now(self, victim: int, beyond: int = 200 * MB) -> None:
+        """Take the memory left in the group, counting its page cache as free, and ``beyond`` bytes more.
+
+        The kernel's OOM killer has to kill in the group at once, and
+        ``victim`` is made the process it picks (``oom_score_adj`` 1000;
+        lowering our own needs a privilege containers lack).
+        """
+        Path(f"/proc/{victim}/oom_score_adj").write_text("1000")
+        stat = dict(line.split() for line in (self.group / "memory.stat").read_text().splitlines())
+        limit = int((self.group / "memory.limit_in_bytes").read_text())
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{max(limit - int(stat['total_rss']), 0) + beyond}\n")
+        self.process.stdin.flush()

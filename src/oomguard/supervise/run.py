@@ -11,8 +11,10 @@
   SIGKILL counts as a memory kill only when the system was nearly out of
   memory (or the kernel's OOM killer acted).
 - Restarts follow a preset (see :mod:`oomguard.supervise.presets`: Ultralytics
-  YOLO, Hugging Face Trainer) or append ``--resume-args`` (split like a shell)
-  to the original command. ``--resume-args`` wins over a preset.
+  YOLO, Hugging Face Trainer, Lightning) or append ``--resume-args`` (split like
+  a shell) to the original command. ``--resume-args`` wins over a preset. Each
+  restart says which checkpoint the command resumes from (or that it starts
+  over, and why), and the ``restart`` event records it as ``resume_from``.
 - ``DIR`` (default ``runs/run``) receives ``events.jsonl`` (start, kill,
   restart, finish or stop) and ``memory.csv`` (the command's process tree:
   ``process_rss`` is the command, ``children_rss`` its descendants), so
@@ -67,12 +69,14 @@ class CommandStrategy:
         return Inspection()
 
     def restart(self, cause: Cause, previous: list[str]) -> NextAttempt:
-        argv = self.preset.restart_argv(previous, cause.memory)
+        following = self.preset.restart(previous, cause.memory)
+        argv = following.argv
         same = next((i for i, (a, b) in enumerate(zip(argv, self.command, strict=False)) if a != b),
                     min(len(argv), len(self.command)))
         added = argv[same:]  # what differs from the original command, from the first change on
-        text = f"{self.preset.name} preset, {' '.join(added) or 'the same command'}"
-        return NextAttempt(argv, text, overrides=added, preset=self.preset.name, command=True)
+        text = f"{self.preset.name} preset {following.note}; {' '.join(added) or 'the same command'}"
+        return NextAttempt(argv, text, overrides=added, preset=self.preset.name, command=True,
+                           resume_from=following.resume_from)
 
 
 def run_command(

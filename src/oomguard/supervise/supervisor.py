@@ -64,6 +64,7 @@ class NextAttempt:
     overrides: dict[str, Any] | list[str] | None = None
     preset: str | None = None  # oomguard run: the preset that built ``argv``
     command: bool = False  # the event records ``argv`` (a command's, not oomguard's own child)
+    resume_from: str | None = None  # the checkpoint the next attempt resumes from, where known
 
 
 class Strategy(Protocol):
@@ -164,7 +165,8 @@ class Supervisor:
                 self.log.emit(ev.Restart(
                     cause=cause.kind, attempt=attempt + 1, reason=cause.reason, plan=following.plan,
                     rung=following.rung, overrides=following.overrides,
-                    argv=following.argv if following.command else None, preset=following.preset))
+                    argv=following.argv if following.command else None, preset=following.preset,
+                    resume_from=following.resume_from))
                 if following.rung == "device":  # the last rung: off the accelerator
                     self.log.emit(ev.Fallback(attempt=attempt + 1, to="cpu", reason=cause.reason))
                 self.say(f"attempt {attempt} {cause.reason}; restarting: {following.text}")

@@ -22,6 +22,7 @@ from typing import Any
 
 from oomguard.config import Config
 from oomguard.events import EventLog
+from oomguard.integrations.ultralytics.folders import last_checkpoint, saved_epoch
 from oomguard.loop.stages import announce_stage, stage_configs
 from oomguard.rundir import RunDir
 
@@ -40,7 +41,7 @@ class DetectStage:
     @property
     def last(self) -> Path:
         """Ultralytics' own ``last.pt`` of this stage (pickles the model; what ``resume=True`` takes)."""
-        return self.yolo_dir / "weights" / "last.pt"
+        return last_checkpoint(self.yolo_dir)
 
 
 def detect_stages(config: Config, run: RunDir) -> list[DetectStage]:
@@ -57,17 +58,11 @@ def detect_stages(config: Config, run: RunDir) -> list[DetectStage]:
 
 
 def finished_epochs(stage: DetectStage) -> int:
-    """Epochs of ``stage`` that its ``last.pt`` holds: 0 without one, all when ultralytics finished it."""
-    if not stage.last.is_file():
+    """Epochs of ``stage`` its ``last.pt`` holds: 0 without a whole one, all when ultralytics finished it."""
+    epoch = saved_epoch(stage.last)
+    if epoch is None:  # none yet, or torn by a kill inside ultralytics' own (non-atomic) save: redo the stage
         return 0
-    import torch
-
-    try:
-        checkpoint = torch.load(stage.last, map_location="cpu", weights_only=False)
-    except Exception:  # torn by a kill inside ultralytics' own (non-atomic) save: redo the stage
-        return 0
-    epoch = int(checkpoint.get("epoch", -1))
-    if epoch < 0 or checkpoint.get("optimizer") is None:  # stripped at the end of a finished training
+    if epoch < 0:  # stripped at the end of a finished training
         return stage.config.epochs
     return min(epoch + 1, stage.config.epochs)
 
