@@ -19,50 +19,12 @@ from pathlib import Path
 import pytest
 
 from run_helpers import attempt_pid, events, finish, start_run, user_env, wait_for
+from trainer_scripts import LIGHTNING_CLI
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lightning") is None or importlib.util.find_spec("jsonargparse") is None,
     reason="lightning with its CLI (jsonargparse) is not installed: pip install 'oomguard[lightning]'")
 
-SCRIPT = """
-import os
-from pathlib import Path
-
-import torch
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
-from torch.utils.data import DataLoader, TensorDataset
-
-
-class Data(LightningDataModule):
-    def __init__(self, batch_size: int = 8):
-        super().__init__()
-        self.batch_size = batch_size
-
-    def train_dataloader(self):
-        x = torch.randn(2048, 32, generator=torch.Generator().manual_seed(0))
-        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=self.batch_size)
-
-
-class Model(LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(32, 1)
-
-    def training_step(self, batch, index):
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.layer(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def on_train_epoch_start(self):  # which attempt trained which epoch
-        with open(Path(self.trainer.default_root_dir) / "epochs.txt", "a") as file:
-            file.write(f"{os.environ['OOMGUARD_ATTEMPT']} {self.current_epoch}\\n")
-
-
-LightningCLI(Model, Data)
-"""
 
 EPOCHS = 5
 
@@ -75,7 +37,7 @@ def _whole_checkpoint(root: Path, sup: Path) -> int | None:
 
 
 def test_a_lightning_cli_fit_killed_mid_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    (tmp_path / "train_pl.py").write_text(SCRIPT)
+    (tmp_path / "train_pl.py").write_text(LIGHTNING_CLI)
     command = [sys.executable, "train_pl.py", "fit", "--trainer.max_epochs", str(EPOCHS),
                "--trainer.default_root_dir", "root", "--trainer.accelerator", "cpu",
                "--trainer.enable_progress_bar", "false", "--data.batch_size", "8"]

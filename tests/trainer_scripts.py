@@ -103,6 +103,48 @@ print("trained to step", trainer.global_step)
 """
 
 
+#: A plain LightningCLI script (``fit`` takes ``--ckpt_path``); each epoch says which attempt trained it.
+LIGHTNING_CLI = """
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Data(LightningDataModule):
+    def __init__(self, batch_size: int = 8):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        x = torch.randn(2048, 32, generator=torch.Generator().manual_seed(0))
+        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=self.batch_size)
+
+
+class Model(LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(32, 1)
+
+    def training_step(self, batch, index):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def on_train_epoch_start(self):  # which attempt trained which epoch
+        with open(Path(self.trainer.default_root_dir) / "epochs.txt", "a") as file:
+            file.write(f"{os.environ['OOMGUARD_ATTEMPT']} {self.current_epoch}\\n")
+
+
+LightningCLI(Model, Data)
+"""
+
+
 def run_script(source: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
                preexec: object = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Write ``source`` to ``cwd/train.py`` and run it with ``args`` (offline, this interpreter)."""

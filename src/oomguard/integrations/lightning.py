@@ -47,7 +47,7 @@ class OomguardCallback(Callback):  # type: ignore[misc]
         self.run_dir, self.memory_limit, self.min_available = run_dir, memory_limit, min_available
         self.watch: TrainerWatch | None = None
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
         run_dir = run_directory(self.run_dir, Path(trainer.default_root_dir) / "oomguard")
@@ -67,7 +67,7 @@ class OomguardCallback(Callback):  # type: ignore[misc]
         if act is Act.STOP:
             trainer.should_stop = True
 
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self.watch is not None:
             watch, self.watch = self.watch, None
             watch.end(int(trainer.global_step), epochs=int(trainer.current_epoch))
