@@ -13,16 +13,11 @@ import pytest
 
 from cgroup_helpers import MB, join, memory_cgroup, start_balloon
 from oomguard.codes import EXIT_PRESSURE
-from oomguard.events import read_events
-from run_helpers import attempt_pid, finish, start_run, user_env, wait_for
+from run_helpers import attempt_pid, events, finish, start_run, user_env, wait_for
 from trainer_scripts import LIGHTNING, LIGHTNING_CLI, run_script
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lightning") is None,
                                 reason="lightning is not installed: pip install 'oomguard[lightning]'")
-
-
-def events(run_dir: Path, kind: str) -> list[dict[str, object]]:
-    return [e for e in read_events(run_dir / "events.jsonl") if e["event"] == kind]
 
 
 def test_a_metric_kept_with_its_graph_is_a_leak_event(tmp_path: Path) -> None:

@@ -15,14 +15,11 @@ import pytest
 from cgroup_helpers import MB, join, memory_cgroup, start_balloon
 from oomguard.codes import EXIT_PRESSURE
 from oomguard.events import read_events
+from run_helpers import events
 from trainer_scripts import HUGGING_FACE, run_script
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
                                 reason="transformers is not installed: pip install 'oomguard[transformers]'")
-
-
-def events(run_dir: Path, kind: str) -> list[dict[str, object]]:
-    return [e for e in read_events(run_dir / "events.jsonl") if e["event"] == kind]
 
 
 def test_a_metric_kept_with_its_graph_is_a_leak_event(tmp_path: Path) -> None:
