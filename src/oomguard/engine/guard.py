@@ -21,6 +21,7 @@ microbatch and on any failure before anything collective happens
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from oomguard import environment
 from oomguard import events as ev
 from oomguard.devices import Device, device_of, get_device
 from oomguard.devices.base import OverBudget, is_oom
@@ -74,6 +76,16 @@ def _limit_arg(value: str | float | int) -> str | float | int:
                           f"like 0.8 ({err})") from None
 
 
+def _run_dir(given: str | Path | None, console: Callable[[str], None]) -> Path | None:
+    """Where the Guard writes: ``oomguard run``'s run directory for this command when it names one."""
+    named = os.environ.get(environment.RUN_DIR)
+    if not named:
+        return Path(given) if given is not None else None
+    if given is not None and Path(given).resolve() != Path(named).resolve():
+        console(f"under oomguard run this Guard writes to its run directory {named}, not {given}")
+    return Path(named)
+
+
 def _duration_arg(name: str, value: str | float | None) -> float | None:
     if value is None:
         return None
@@ -110,6 +122,9 @@ class Guard:
         if grow_after < 1:
             raise ConfigError(f"grow_after={grow_after!r}: expected a positive number of steps, e.g. 50")
         train_size = _size_arg("microbatch", microbatch)
+        ladder = os.environ.get(environment.MICROBATCH)  # oomguard run: smaller after a memory kill
+        if ladder and ladder.isdigit() and int(ladder) > 0:
+            train_size = min(train_size or int(ladder), int(ladder))
         eval_size = _size_arg("eval_microbatch", eval_microbatch)
         self.model, self.optimizer = model, optimizer
         self.device = _device_of(model, device)
@@ -117,7 +132,7 @@ class Guard:
                                              share=budget_share)
         if self.budget.limit is not None and self.device.has_hard_limit:
             self.device.set_hard_limit(self.budget.limit)
-        run = Path(run_dir) if run_dir is not None else None
+        run = _run_dir(run_dir, console)
         self.events = events if events is not None else EventLog(run / "events.jsonl" if run else None)
         self._own_sampler = sampler is None and run is not None
         if run is not None and sampler is None:
