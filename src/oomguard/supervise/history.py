@@ -80,10 +80,53 @@ def read_child_report(run_dir: RunDir, overrides: Mapping[str, Any]) -> ChildRep
     return child_report(ev.load_events(run_dir.events), run_dir.saved_config() or {}, overrides)
 
 
-def last_step(run_dir: RunDir) -> int | None:
-    """The last training step the child reached: its memory timeline's ``step``, or its events'."""
-    steps = [_int(getattr(event, "step", None)) for event in ev.load_events(run_dir.events)]
-    best = max((step for step in steps if step is not None), default=None)
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt as the run directory tells it, between the time it was started and its death."""
+
+    started: bool  # it wrote its own ``start``: the resume (or the fresh start) completed
+    step: int | None  # the step it reached; None when it never got past start-up
+    lost_seconds: float | None  # training done since the checkpoint the next attempt resumes from
+    progressed: bool = False  # it trained at least one step past where it started
+
+
+def resumable_at(events: Iterable[ev.Event], until: float) -> float | None:
+    """When the state of the newest checkpoint written before ``until`` was taken (unix seconds).
+
+    A checkpoint event is written once the file is safe; its state was
+    captured ``seconds`` earlier, when the write began.
+    """
+    taken = [event.time - (event.seconds or 0.0) for event in events
+             if isinstance(event, ev.Checkpoint) and event.path is not None and event.error is None
+             and event.time <= until]
+    return max(taken, default=None)
+
+
+def attempt_record(run_dir: RunDir, since: float, until: float) -> AttemptRecord:
+    """What the attempt started at ``since`` and dead at ``until`` (unix seconds) did.
+
+    Only what it wrote itself counts: its ``start`` (written once the
+    checkpoint is loaded), then the steps of its events and of its memory
+    timeline rows. An attempt without its own ``start`` died in start-up: it
+    reached no step of its own and lost no training, only its start-up time.
+    """
+    events = ev.load_events(run_dir.events)
+    start = next((event for event in reversed(events) if isinstance(event, ev.Start) and event.time >= since),
+                 None)
+    if start is None:
+        return AttemptRecord(started=False, step=None, lost_seconds=0.0)
+    first = _int(start.step) or 0
+    steps = [_int(getattr(event, "step", None)) for event in events if event.time >= start.time]
+    steps.append(_timeline_step(run_dir, start.time))
+    step = max([first, *(s for s in steps if s is not None)])
+    checkpoint = resumable_at(events, until)
+    resumed = max(start.time, checkpoint) if checkpoint is not None else start.time
+    return AttemptRecord(started=True, step=step, lost_seconds=round(max(0.0, until - resumed), 3),
+                         progressed=step > first)
+
+
+def _timeline_step(run_dir: RunDir, since: float) -> int | None:
+    """The step of the last row of the memory timeline written at ``since`` or later."""
     try:
         with open(run_dir.memory, "rb") as handle:
             header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
@@ -91,12 +134,17 @@ def last_step(run_dir: RunDir) -> int | None:
             handle.seek(max(0, size - _TAIL_BYTES))
             tail = handle.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
-        return best
-    if "step" not in header:
-        return best
-    column = header.index("step")
+        return None
+    if "step" not in header or "time" not in header:
+        return None
+    column, clock = header.index("step"), header.index("time")
     for row in csv.reader(reversed(tail[1:] if len(tail) > 1 else [])):
-        if len(row) == len(header) and row[column].isdigit():
-            step = int(row[column])
-            return step if best is None else max(best, step)
-    return best
+        if len(row) != len(header) or not row[column].isdigit():
+            continue
+        try:
+            if float(row[clock]) < since:
+                return None
+        except ValueError:
+            continue
+        return int(row[column])
+    return None
