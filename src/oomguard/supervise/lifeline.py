@@ -74,16 +74,17 @@ def _watch(parent: int) -> None:
     die()
 
 
-def die_with_parent(parent: int, watch: bool = True) -> str:
+def die_with_parent(parent: int, watch: bool = True, kernel: bool = True) -> str:
     """Bind this process to ``parent``, which started it; how: ``kernel``, ``watchdog`` or ``none``.
 
     ``none``: the process's parent is another one (a shell between the
     supervisor and it), which it is not bound to; the supervisor's keeper
     still ends its process group. A ``parent`` that is already gone kills this
     process at once. ``watch=False`` starts no thread (the exec wrapper: a
-    thread would not survive the exec).
+    thread would not survive the exec); ``kernel=False`` uses the watchdog
+    where the kernel could do it (how other systems do it, testable on Linux).
     """
-    if _set_death_signal(signal.SIGKILL):
+    if kernel and _set_death_signal(signal.SIGKILL):
         if os.getppid() == parent:
             return "kernel"
         _set_death_signal(0)  # our parent is someone else: follow the supervisor, not it
