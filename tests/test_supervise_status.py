@@ -101,7 +101,7 @@ def test_a_run_nothing_runs_any_more_is_stopped_and_says_why(tmp_path: Path, dea
 def test_a_finished_run_says_so_and_how_long_it_took(tmp_path: Path, dead_pid: int) -> None:
     now = time.time() + 100
     log = _run(tmp_path, dead_pid, None, now)
-    log.emit(ev.Finish(seconds=130.0, epochs=4), at=now - 1)
+    log.emit(ev.Finish(seconds=30.0, epochs=4), at=now + 30)  # the last attempt took 30 s, the run 130 s
     status = read_status(tmp_path, now=now)
     assert (status.state, status.epoch, status.seconds) == ("finished", 4, 130.0)
     assert status_lines(status)[1].endswith("took 2m10s")

@@ -51,7 +51,7 @@ class RunStatus:
     total_steps: int | None = None
     pace: float | None = None  # steps per second, recently
     seconds_left: float | None = None
-    seconds: float | None = None  # a finished run's time
+    seconds: float | None = None  # a finished run's time, from its first event to its finish
     microbatch: int | None = None
     eval_microbatch: int | None = None
     batch: int | None = None
@@ -162,7 +162,7 @@ def read_status(run_dir: str | Path, now: float | None = None) -> RunStatus:
     total = per_epoch * epochs if per_epoch and epochs else None
     pace = _pace(rows) if state == "running" else None
     left = (total - step) / pace if pace and total is not None and step is not None else None
-    plan = child_report(events, config, {}).state
+    microbatch, eval_microbatch = _plan(events, config)
     restarts = ev.of_kind(events, ev.Restart)
     changes = restarts[-1].overrides if restarts and isinstance(restarts[-1].overrides, dict) else {}
     finish = next((e for e in reversed(events) if isinstance(e, ev.Finish)), None)
@@ -176,8 +176,8 @@ def read_status(run_dir: str | Path, now: float | None = None) -> RunStatus:
         attempt=start.attempt if start is not None else None, pid=start.pid if start is not None else None,
         epoch=epoch, epochs=epochs, step=step, total_steps=total,
         pace=pace, seconds_left=max(0.0, left) if left is not None else None,
-        seconds=finish.seconds if finish is not None and state == "finished" else None,
-        microbatch=plan.microbatch, eval_microbatch=plan.eval_microbatch,
+        seconds=finish.time - events[0].time if finish is not None and state == "finished" else None,
+        microbatch=microbatch, eval_microbatch=eval_microbatch,
         batch=config.get("batch") if isinstance(config.get("batch"), int) else None,
         changes=dict(changes or {}),
         command=config.get("command") if isinstance(config.get("command"), list) else None,
@@ -185,6 +185,23 @@ def read_status(run_dir: str | Path, now: float | None = None) -> RunStatus:
         used=rows[-1].used if rows else None, available=rows[-1].available if rows else None,
         events=events[-LAST_EVENTS:],
     )
+
+
+def _plan(events: list[ev.Event], config: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The training and eval microbatches in force: the last planned or changed (a resume keeps its
+    checkpoint's plan, so the events of earlier attempts count), else the config's."""
+    state = child_report([], config, {}).state
+    train, evaluate = state.microbatch, state.eval_microbatch
+    for event in events:
+        if isinstance(event, ev.Plan):
+            train = event.microbatch or train
+            evaluate = event.eval_microbatch or evaluate
+        elif isinstance(event, ev.Shrink | ev.Grow) and isinstance(event.to, int):
+            if event.phase == "eval":
+                evaluate = event.to
+            else:
+                train = event.to
+    return train, evaluate
 
 
 def _epochs(config: dict[str, Any]) -> int | None:
