@@ -51,10 +51,13 @@ def test_unexplained_kills_are_never_the_same_failure() -> None:
 def test_a_start_up_death_is_not_a_death_at_the_last_step() -> None:
     stop = decide(_cause("bug"), Failure("bug", None), [Failure("bug", 88)], restarts=1, max_restarts=10)
     assert not stop.restart
-    past = [Failure("memory_kill", None)] * 2
-    same = decide(_cause("memory_kill"), Failure("memory_kill", None), past, restarts=2, max_restarts=10)
+    early = Failure("memory_kill", None, startup=True)
+    same = decide(_cause("memory_kill"), early, [early] * 2, restarts=2, max_restarts=10)
     assert "at start-up (before its resume completed) 3 times" in same.why
-    assert _decide("memory_kill", 88, past)  # reaching step 88 is not dying in start-up
+    assert _decide("memory_kill", 88, [early] * 2)  # reaching step 88 is not dying in start-up
+    unknown = decide(_cause("memory_kill"), Failure("memory_kill", None), [Failure("memory_kill", None)] * 2,
+                     restarts=2, max_restarts=10)  # a command: its step is not known
+    assert "at the same point 3 times" in unknown.why
 
 
 def test_max_restarts_bounds_everything() -> None:

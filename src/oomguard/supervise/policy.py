@@ -48,18 +48,21 @@ class Failure:
     """One death as the policy remembers it."""
 
     kind: str
-    step: int | None  # the step the attempt reached; None: it died in start-up (or the step is unknown)
+    step: int | None  # the step the attempt reached; None: in start-up, or unknown (a command)
     plan: str = ""  # what the attempt ran with (its overrides, its command): a new plan is a new try
+    startup: bool = False  # it died before its resume completed
+
+    @property
+    def where(self) -> str:
+        if self.step is not None:
+            return f"step {self.step}"
+        return "start-up (before its resume completed)" if self.startup else "the same point"
 
 
 @dataclass(frozen=True)
 class Decision:
     restart: bool
     why: str = ""  # for a stop: the diagnosis, one line
-
-
-def where(step: int | None) -> str:
-    return f"step {step}" if step is not None else "start-up (before its resume completed)"
 
 
 def decide(cause: Cause, failure: Failure, past: Sequence[Failure], restarts: int,
@@ -76,7 +79,7 @@ def decide(cause: Cause, failure: Failure, past: Sequence[Failure], restarts: in
         repeats = 1 + sum(1 for earlier in past if earlier == failure)
         if repeats >= SAME_FAILURE_LIMIT:
             return Decision(False, f"the same failure ({cause.kind}: {cause.reason}) at "
-                            f"{where(failure.step)} {repeats} times with the same plan; {advice}")
+                            f"{failure.where} {repeats} times with the same plan; {advice}")
     if restarts >= max_restarts:
         return Decision(False, f"{cause.reason}; no restarts left (max_restarts={max_restarts}); {advice}")
     return Decision(True)

@@ -87,6 +87,11 @@ class Strategy(Protocol):
     def finished(self, attempts: int, seconds: float) -> None: ...
 
 
+def _plan_key(overrides: dict[str, Any] | list[str] | None) -> str:
+    """What an attempt ran with, comparable across attempts (no changes at all is the first attempt's)."""
+    return json.dumps(overrides or None, sort_keys=True, default=str)
+
+
 class Supervisor:
     """Supervise one command until it succeeds, is interrupted, or a stop rule says enough."""
 
@@ -137,7 +142,7 @@ class Supervisor:
 
     def _supervise(self, began: float) -> int:
         argv = self.strategy.first_argv()
-        plan = ""  # the first attempt's plan: no changes
+        plan = _plan_key(None)  # the first attempt's: no changes
         past: list[Failure] = []
         restarts = 0
         attempt = 1
@@ -159,7 +164,7 @@ class Supervisor:
                 return 0
             if cause.kind != "pressure":
                 self._emit_kill(cause, attempt, inspection, evidence, outcome)
-            failure = Failure(cause.kind, inspection.step, plan)
+            failure = Failure(cause.kind, inspection.step, plan, startup=inspection.started is False)
             decision = decide(cause, failure, past, restarts, self.max_restarts)
             if cause.kind != "pressure":
                 past.append(failure)
@@ -185,7 +190,7 @@ class Supervisor:
             if wait and self._stopping.wait(wait):  # a Ctrl-C during the wait ends it
                 return self._interrupted(attempt)
             argv = following.argv
-            plan = json.dumps(following.overrides, sort_keys=True, default=str)
+            plan = _plan_key(following.overrides)
             attempt += 1
 
     def _wait_before_restart(self, cause: Cause, inspection: Inspection, outcome: Outcome) -> float:
