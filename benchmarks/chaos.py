@@ -2,7 +2,8 @@
 
 Both runs are supervised ``oomguard train`` (the default mode) with the same
 configuration, in a temporary directory; the chaotic one has its training
-child SIGKILLed ``--kills`` times, 1-4 s apart at random, every third one
+child SIGKILLed ``--kills`` times: at moments 1-4 s apart at random (a moment
+that finds the supervisor between attempts kills nothing), and every third one
 right as the child starts (in its start-up, before it loaded its checkpoint).
 
 Prints one JSON object:
@@ -50,34 +51,39 @@ def events(run: Path, kind: str) -> list[dict[str, Any]]:
     return [e for e in map(json.loads, lines) if e.get("event") == kind]
 
 
-def training_child(supervisor: subprocess.Popen[bytes]) -> psutil.Process | None:
-    """The supervisor's training child (not its keeper), as soon as it exists; None once the run ended."""
-    while supervisor.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(supervisor.pid).children():
-                if not any(part.endswith("keeper.py") for part in child.cmdline()):
-                    return child
-        time.sleep(0.01)
+def current_child(supervisor: subprocess.Popen[bytes]) -> psutil.Process | None:
+    """The supervisor's training child (not its keeper) now; None between attempts."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(supervisor.pid).children():
+            if not any(part.endswith("keeper.py") for part in child.cmdline()):
+                return child
     return None
 
 
 def train(folder: Path, name: str, config: list[str], kills: int, rng: random.Random
           ) -> tuple[float, int, int]:
-    """Run one supervised training; (seconds, kills that landed, exit status)."""
+    """Run one supervised training under ``kills`` SIGKILLs; (seconds, kills that landed, exit status).
+
+    Kills come at moments 1-4 s apart at random (a moment between two attempts kills nothing), and
+    every third right as a child starts.
+    """
     env = {**os.environ, "OOMGUARD_CACHE": str(folder / "cache")}
     began = time.monotonic()
     supervisor = subprocess.Popen([sys.executable, "-m", "oomguard", "train", *config, f"name={name}"],
                                   cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     landed = 0
-    for number in range(kills):
-        early = number % 3 == 1
-        if not early:
-            time.sleep(rng.uniform(1.0, 4.0))
-        child = training_child(supervisor)
-        if child is None:
-            break
-        if early:
+    while landed < kills and supervisor.poll() is None:
+        if landed % 3 == 1:
+            child = current_child(supervisor)
+            while child is None and supervisor.poll() is None:
+                time.sleep(0.01)
+                child = current_child(supervisor)
             time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(1.0, 4.0))
+            child = current_child(supervisor)
+        if child is None:
+            continue
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
             child.wait(60)

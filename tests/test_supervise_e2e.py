@@ -27,38 +27,42 @@ def events(run: Path, kind: str) -> list[dict[str, object]]:
     return [event for event in map(json.loads, lines) if event["event"] == kind]
 
 
+def current_child(supervisor: subprocess.Popen[str]) -> psutil.Process | None:
+    """The supervisor's training child (not its keeper) now, from its first instant; None between attempts."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(supervisor.pid).children():
+            if not any(part.endswith("keeper.py") for part in child.cmdline()):
+                return child
+    return None
+
+
 def training_child(supervisor: subprocess.Popen[str], limit: float = 60) -> psutil.Process | None:
-    """The supervisor's training child (not its keeper), from its first instant; None once it has ended."""
+    """The next training child, as soon as it exists; None once the supervisor has ended."""
     deadline = time.monotonic() + limit
     while supervisor.poll() is None:
-        try:
-            children = psutil.Process(supervisor.pid).children()
-        except psutil.NoSuchProcess:
-            return None
-        for child in children:
-            with contextlib.suppress(psutil.Error):
-                if not any(part.endswith("keeper.py") for part in child.cmdline()):
-                    return child
+        child = current_child(supervisor)
+        if child is not None:
+            return child
         assert time.monotonic() < deadline, "no training child started"
         time.sleep(0.01)
     return None
 
 
 def chaos(supervisor: subprocess.Popen[str], kills: int, rng: random.Random) -> int:
-    """SIGKILL the training child ``kills`` times, 1-4 s apart at random; every third right as it starts.
-
-    Returns how many kills landed (the run may finish first).
+    """SIGKILL the training child ``kills`` times: at moments 1-4 s apart at random, and every third
+    one right as it starts (in start-up). A moment that finds the supervisor between attempts kills
+    nothing. Returns how many kills landed (the run may finish first).
     """
     landed = 0
-    for number in range(kills):
-        early = number % 3 == 1
-        if not early:
-            time.sleep(rng.uniform(1.0, 4.0))  # a random moment, not a synchronisation
-        child = training_child(supervisor)
-        if child is None:
-            break
-        if early:  # in start-up: before it loaded its checkpoint (importing torch alone takes longer)
+    while landed < kills and supervisor.poll() is None:
+        if landed % 3 == 1:  # in start-up: before it loaded its checkpoint (importing torch takes longer)
+            child = training_child(supervisor)
             time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(1.0, 4.0))  # a random moment, not a synchronisation
+            child = current_child(supervisor)
+        if child is None:
+            continue
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
             child.wait(30)
@@ -67,7 +71,7 @@ def chaos(supervisor: subprocess.Popen[str], kills: int, rng: random.Random) -> 
 
 
 def test_chaos_eight_random_sigkills_end_bit_identical(tmp_path: Path) -> None:
-    chaotic = [*RUN, "epochs=2", "workers=0"]
+    chaotic = [*RUN, "dev_samples=512", "epochs=2", "workers=0"]
     reference = oomguard("train", "--no-supervise", *chaotic, "name=ref", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
 
