@@ -14,6 +14,8 @@ Prints one JSON object:
   wait_total_s            their sum
   lost_s                  each kill's lost work (time since the checkpoint it resumed from)
   lost_max_s, lost_total_s
+  startup_s               median seconds from a restart (after its wait) to the child's own start event
+                          (its checkpoint loaded): the window in which a kill is a start-up death
   uninterrupted_s         wall time of the run left alone
   chaos_s                 wall time of the run under kills, until it finished
   overhead_s              chaos_s - uninterrupted_s
@@ -31,6 +33,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,8 +115,11 @@ def main() -> None:
         got = torch.load(chaos / "weights" / "last.pt", weights_only=True)["model"]
         identical = expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
         killed, restarts = events(chaos, "kill"), events(chaos, "restart")
+        starts = {e["attempt"]: e["time"] for e in events(chaos, "start")}
     waits = [float(r.get("wait") or 0.0) for r in restarts]
     lost = [float(k.get("lost_seconds") or 0.0) for k in killed]
+    startups = sorted(starts[r["attempt"]] - r["time"] - float(r.get("wait") or 0.0)
+                      for r in restarts if r["attempt"] in starts)
     print(json.dumps({
         "kills": kills,
         "startup_kills": sum(1 for k in killed if k.get("startup")),
@@ -123,6 +129,7 @@ def main() -> None:
         "lost_s": lost,
         "lost_max_s": max(lost, default=0.0),
         "lost_total_s": round(sum(lost), 3),
+        "startup_s": round(statistics.median(startups), 1) if startups else None,
         "uninterrupted_s": round(calm_s, 1),
         "chaos_s": round(chaos_s, 1),
         "overhead_s": round(chaos_s - calm_s, 1),
