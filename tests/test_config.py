@@ -87,8 +87,8 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
                               "or a fraction like 0.8, got 'lots'"),
         ("memory_limit=1.5", "bad value for 'memory_limit': expected auto, off, a size like 2GB or 1500MB, "
                              "or a fraction like 0.8, got 1.5"),
-        ("checkpoint_every=soon", "bad value for 'checkpoint_every': expected a duration like 30s or 10m, "
-                                  "got 'soon'"),
+        ("checkpoint_every=soon", "bad value for 'checkpoint_every': expected auto or a duration like 30s or "
+                                  "10m, got 'soon'"),
         ("optimizer=adam", "bad value for 'optimizer': expected one of sgd, adamw, got 'adam'"),
         ("task=segment", "bad value for 'task': expected one of auto, classify, multitask, detect, "
                          "got 'segment'"),

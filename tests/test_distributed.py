@@ -184,6 +184,27 @@ def test_a_sigkilled_rank_brings_the_group_back_from_its_checkpoint(tmp_path: Pa
     assert [int(r["epoch"]) for r in rows(run)] == [1, 2, 3, 4]
 
 
+def test_the_ranks_die_with_their_launcher_and_the_run_resumes(tmp_path: Path) -> None:
+    from test_supervise_lifeline import gone_within
+
+    run = tmp_path / "runs" / "exp"
+    env = {**os.environ, "OOMGUARD_CACHE": str(tmp_path / "cache")}
+    launcher = subprocess.Popen([sys.executable, "-m", "oomguard", "train", "--no-supervise", "nproc=2",
+                                 "epochs=40", *TINY], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not events(run, "checkpoint") and launcher.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    (start,) = events(run, "start")
+    launcher.kill()  # SIGKILL: the launcher can do nothing about its ranks
+    launcher.wait()
+    assert gone_within(start["pids"], 2.0), "a rank outlived its launcher"  # type: ignore[arg-type]
+    more = oomguard("train", "--no-supervise", "--resume", "nproc=2", "epochs=2", *TINY, cwd=tmp_path)
+    assert more.returncode == 0, more.stderr  # the run's lock went with them
+    assert len(events(run, "finish")) == 1
+
+
 def memory_rows(path: Path) -> list[list[str]]:
     with open(path, newline="") as file:
         return list(csv.reader(file))

@@ -7,7 +7,7 @@ from pathlib import Path
 from oomguard import events as ev
 from oomguard.events import EventLog
 from oomguard.rundir import RunDir
-from oomguard.supervise.history import child_report, last_step, loader_memory
+from oomguard.supervise.history import attempt_record, child_report, loader_memory
 from oomguard.supervise.ladder import LoaderMemory, PlanState, next_rung
 
 FULL = PlanState(microbatch=32, eval_microbatch=64, val_every=1, workers=4, cache=True, imgsz=224,
@@ -81,13 +81,39 @@ def test_child_report_without_a_start_uses_config_and_overrides() -> None:
     assert report.budget is None
 
 
-def test_last_step_from_memory_timeline_and_events(tmp_path: Path) -> None:
+HEADER = "time,process_rss,children_rss,system_available,device_allocated,device_reserved,used,step,rank\n"
+
+
+def _start(log: EventLog, at: float, step: int) -> None:
+    start = ev.Start(pid=1, attempt=1, resume=step > 0, device="cpu", budget=None, config={}, step=step)
+    log.emit(start, at=at)
+
+
+def test_an_attempt_reached_the_last_step_of_its_own_events_and_timeline_rows(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
-    assert last_step(run) is None
-    EventLog(run.events).emit(ev.Checkpoint(step=120))
-    run.memory.write_text("time,process_rss,children_rss,system_available,device_allocated,device_reserved,"
-                          "step,rank\n1.0,1,0,1,0,0,130,0\n2.0,1,0,1,0,0,135,0\n3.0,1,0")  # a torn last line
-    assert last_step(run) == 135
+    log = EventLog(run.events)
+    _start(log, 100.0, 0)
+    log.emit(ev.Checkpoint(path="ckpt-120.pt", step=120, seconds=0.5), at=110.0)
+    run.memory.write_text(HEADER + "111.0,1,0,1,0,0,1,130,0\n112.0,1,0,1,0,0,1,135,0\n113.0,1,0")  # torn
+    record = attempt_record(run, since=99.0, until=112.5)
+    assert (record.started, record.step, record.progressed) == (True, 135, True)
+    assert record.lost_seconds == 3.0  # 112.5 - (110.0 - 0.5): since the checkpoint's state was taken
+
+
+def test_an_attempt_that_died_before_its_resume_completed_reached_no_step(tmp_path: Path) -> None:
+    # The measured case of issue 16: attempt 1 reached step 92 (checkpoint at 88); attempt 2 was killed
+    # while loading the checkpoint of step 88. It failed in start-up, not "at step 92".
+    run = RunDir(tmp_path)
+    log = EventLog(run.events)
+    _start(log, 100.0, 0)
+    log.emit(ev.Checkpoint(path="ckpt-88.pt", step=88), at=150.0)
+    run.memory.write_text(HEADER + "151.0,1,0,1,0,0,1,92,0\n")
+    record = attempt_record(run, since=160.0, until=163.0)
+    assert (record.started, record.step, record.lost_seconds, record.progressed) == (False, None, 0.0, False)
+    _start(log, 165.0, 88)  # the third attempt resumed at 88 and died before its first step
+    record = attempt_record(run, since=164.0, until=166.0)
+    assert (record.started, record.step, record.progressed) == (True, 88, False)
+    assert record.lost_seconds == 1.0  # since its resume completed: the checkpoint is older
 
 
 MB = 1000**2

@@ -147,6 +147,17 @@ def test_gives_up_with_the_commands_status_after_max_restarts(tmp_path: Path) ->
     assert "no restarts left (max_restarts=1)" in console.lines[-1]
 
 
+def test_the_same_memory_kill_with_the_same_command_three_times_stops(tmp_path: Path) -> None:
+    # A command restarted as it was cannot change what it needs: the third identical memory kill ends it.
+    command = _script(tmp_path, "grow.py", GROW)
+    console = Lines()
+    status = run_command(command, tmp_path / "run", memory_limit=CAP, max_restarts=10, console=console,
+                         use_cgroup=False)
+    assert status == 137
+    assert [e["cause"] for e in _events(tmp_path / "run", "kill")] == ["memory_kill"] * 3
+    assert "at the same point 3 times with the same plan" in console.lines[-1]
+
+
 def test_pressure_exit_restarts_without_a_kill(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     command = [*_script(tmp_path, "pressure.py", PRESSURE), str(marker)]

@@ -102,10 +102,14 @@ class Config(BaseModel):
     min_available: Literal["auto"] | int = _key(
         "auto", "system memory under which the run checkpoints, releases caches and shrinks (auto: 5% of "
         "the machine, at least 300 MB)", "auto or a size like 1GB")
-    checkpoint_every: float = _key(300.0, "time between checkpoints besides every epoch's (30s, 10m)",
-                                   "a duration like 30s or 10m")
+    checkpoint_every: Literal["auto"] | float = _key(
+        "auto", "time between checkpoints besides every epoch's (30s, 10m); auto: as often as keeps "
+        "their cost under 1% of training time, every 30s to 2m", "auto or a duration like 30s or 10m")
     keep: int = _key(2, "checkpoints kept besides best.pt", "a positive integer", ge=1)
     max_restarts: int = _key(10, "restarts the supervisor may make", "a non-negative integer", ge=0)
+    restart_wait: float = _key(1.0, "the supervisor's wait before a restart after an unexplained kill; it "
+                               "doubles with each one in a row that made no progress, up to 60s",
+                               "a duration like 1s or 500ms (0: no wait)")
     dev_samples: int | None = _key(None, "train and validate on this many samples only (a quick try)",
                                    "a positive integer or null", ge=1)
     project: str = _key("runs", "the folder of run directories", "a directory path")
@@ -185,11 +189,18 @@ class Config(BaseModel):
 
     @field_validator("checkpoint_every", "sample_every", mode="before")
     @classmethod
-    def _duration(cls, value: Any) -> float:
+    def _duration(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
         seconds = parse_duration(value)
         if seconds <= 0:
             raise ValueError("must be positive")
         return seconds
+
+    @field_validator("restart_wait", mode="before")
+    @classmethod
+    def _wait(cls, value: Any) -> float:
+        return parse_duration(value)
 
     @field_validator("name")
     @classmethod

@@ -94,6 +94,10 @@ class Start(Event):
     pids: list[int] | None = None
     #: The checkpoint a resume starts from, and how much time it lost against the previous attempt's end.
     resumed_from: str | None = None
+    #: The pid of the supervisor the process runs under (``oomguard status`` asks whether it still runs).
+    supervisor: int | None = None
+    #: Optimizer steps in one epoch (``oomguard status`` estimates the time left from it).
+    steps_per_epoch: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -341,7 +345,12 @@ class Data(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Kill(Event):
-    """The supervised process died; ``cause`` is the attribution, ``lost`` the work since its checkpoint."""
+    """The supervised process died; ``cause`` is the attribution, ``lost_seconds`` the work lost.
+
+    ``step`` is the step the attempt reached (None: it died in start-up, before
+    its resume completed, and ``startup`` says so); ``lost_seconds`` the
+    training it did since the checkpoint the next attempt resumes from.
+    """
 
     kind: ClassVar[str] = "kill"
     cause: str
@@ -359,11 +368,15 @@ class Kill(Event):
     killer: str | None = None
     tail: list[str] | None = None
     lost_seconds: float | None = None
+    startup: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Restart(Event):
-    """The supervisor starts the next attempt; what it changed and where it resumes from."""
+    """The supervisor starts the next attempt; what it changed, where it resumes from, and after what wait.
+
+    ``wait``: seconds the supervisor waits before starting it (after unexplained kills).
+    """
 
     kind: ClassVar[str] = "restart"
     cause: str

@@ -1,4 +1,4 @@
-"""``oomguard``: train, run, probe, report, doctor.
+"""``oomguard``: train, run, probe, report, status, doctor.
 
 User mistakes end as one or two lines on stderr and a non-zero exit, never a traceback.
 """
@@ -100,6 +100,16 @@ def report(
 
     paths = write_report(run_dir)
     print(f"wrote {paths.html} and {paths.png}")
+
+
+@app.command()
+def status(
+    run_dir: Annotated[str, typer.Argument(help="A run directory, like runs/exp.")],
+) -> None:
+    """One screen about a run in progress or finished: state, progress, plan, memory, last events."""
+    from oomguard.cli.status import status_command
+
+    raise typer.Exit(status_command(run_dir))
 
 
 @app.command()

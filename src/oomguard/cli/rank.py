@@ -2,8 +2,10 @@
 
 The group launcher (:mod:`oomguard.distributed.launch`) starts it through
 torch.distributed's agent, with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``...
-set, after preparing the run directory (whose lock it holds). The rank joins
-the process group on its device and trains the run from its newest checkpoint.
+set, after preparing the run directory (whose lock it holds). The rank binds
+itself to the launcher (it dies when the launcher does, however that dies),
+joins the process group on its device and trains the run from its newest
+checkpoint.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from oomguard import environment
 from oomguard.cli.args import resolve_config
 from oomguard.errors import ConfigError, OomguardError
 from oomguard.rundir import RunDir
+from oomguard.supervise.lifeline import bind_to_launcher
 
 
 def rank_main(args: list[str]) -> int:
     """Train as one rank; the rank's exit status."""
     if environment.GROUP not in os.environ:
         raise ConfigError("oomguard.cli.rank is started by oomguard train nproc=N, not by hand")
+    bind_to_launcher()  # a rank never outlives the launcher that started it
     from oomguard.distributed.group import Group
     from oomguard.loop.run import run_training
     from oomguard.loop.setup import rank_device

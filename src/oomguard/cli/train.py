@@ -18,6 +18,7 @@ from oomguard.environment import launched_rank
 from oomguard.errors import ConfigError
 from oomguard.integrations.ultralytics import check_detect_config, is_detect
 from oomguard.rundir import RunDir
+from oomguard.supervise.lifeline import bind_to_supervisor
 
 
 def check_run_config(config: Config) -> None:
@@ -33,6 +34,8 @@ def check_run_config(config: Config) -> None:
 
 
 def train_command(args: list[str], resume: bool, supervise: bool) -> int:
+    if not supervise:
+        bind_to_supervisor()  # a supervised child never outlives its supervisor
     if launched_rank():
         raise ConfigError("start a data-parallel run with oomguard train nproc=N, not torchrun: "
                           "oomguard launches the ranks itself")
@@ -47,7 +50,8 @@ def train_command(args: list[str], resume: bool, supervise: bool) -> int:
         from oomguard.supervise.train import child_argv, supervise_train
 
         return supervise_train(child_argv(args), run.root, config.max_restarts, config.memory_cap,
-                               config.allow_degrade, Console(highlight=False, markup=False))
+                               config.allow_degrade, Console(highlight=False, markup=False),
+                               restart_wait=config.restart_wait)
     if config.world_size > 1:  # this process becomes the group's launcher
         from oomguard.checkpoint import RunLock
         from oomguard.distributed.launch import launch_group

@@ -6,7 +6,9 @@ ARGS`` with ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...
 set, watches them, and stops them all when one fails. The group is one job:
 its exit status is the one that explains the failure best (a SIGKILLed rank
 is 137, memory pressure 75), so the supervisor above restarts the whole group
-from the last checkpoint exactly as it restarts a single process.
+from the last checkpoint exactly as it restarts a single process. The ranks
+(each in a session of its own, as torch starts them) bind themselves to this
+process: when it dies, however it dies, so do they.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def launch_group(config: Config, args: Sequence[str], say: Callable[[str], None]
         max_restarts=0, start_method="spawn", shutdown_timeout=SHUTDOWN_SECONDS,
     )
     os.environ[environment.GROUP] = str(config.run_dir)
+    os.environ[environment.LAUNCHER] = str(os.getpid())  # the ranks die with this process
     # The ranks share the machine's cores (torchrun's default is 1 thread; this keeps all cores busy).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc)))
     argv: list[Any] = ["-m", "oomguard.cli.rank", *args]

@@ -1,5 +1,9 @@
 """Checkpoints from the loop: at every epoch end, every ``checkpoint_every`` seconds, and on a stop.
 
+``checkpoint_every=auto`` (the default) adapts the interval to what each
+checkpoint costs (:mod:`oomguard.loop.cadence`): under 1% of the training
+time, every 30 s to 2 minutes.
+
 A checkpoint is taken at a step boundary: a fast in-memory snapshot on the
 training thread, then written by a background thread. It holds everything a
 resumed run needs to continue as if it had never stopped: weights, optimizer,
@@ -13,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, capture_state, restore_state
+from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, SaveResult, capture_state, restore_state
+from oomguard.loop.cadence import Cadence
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
 from oomguard.loop.stopping import StopCause
@@ -68,7 +73,9 @@ class Checkpointing(Callback):
     def __init__(self, state: State, console: Callable[[str], None] | None = None) -> None:
         self.store = CheckpointStore(state.run.weights, keep=state.config.keep, events=state.events,
                                      console=console)
-        self.writer = AsyncCheckpointer(self.store, every=state.config.checkpoint_every)
+        self.cadence = Cadence(state.config.checkpoint_every)
+        self.writer = AsyncCheckpointer(self.store, every=self.cadence.interval)
+        self._measured: SaveResult | None = None
         self._best_this_epoch = False
         #: Only rank 0 of a group writes: every rank holds the same weights, optimizer and data position.
         self.writes = state.is_main
@@ -83,7 +90,16 @@ class Checkpointing(Callback):
         self._save(state, epoch_done=False)
         self.writer.wait()
 
+    def _adapt(self) -> None:
+        """Once a write is done, learn its cost: the interval until the next timed checkpoint."""
+        result = self.writer.last_result
+        if result is None or result is self._measured or not result.ok or self.writer.busy:
+            return
+        self._measured = result
+        self.writer.every = self.cadence.measured(self.writer.submit_seconds, result.seconds)
+
     def on_step_end(self, state: State) -> None:
+        self._adapt()
         if self.writes and self.writer.due():
             self._save(state, epoch_done=False)
         if self.writer.should_stop:

@@ -56,7 +56,8 @@ def run_training(config: Config, run: RunDir, resume: bool, group: Group | None 
         if main:
             announce_start(events, config, resume=resumed is not None, device=str(state.device.torch_device),
                            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
-                           ranks=group.world if group is not None else None, pids=pids)
+                           ranks=group.world if group is not None else None, pids=pids,
+                           steps_per_epoch=state.steps_per_epoch)
         if resumed is not None:
             printer.print(f"resuming {run.root} from {resumed.name}: epoch {state.epoch + 1}, "
                           f"sample {state.position}, step {state.step}")

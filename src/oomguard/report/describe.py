@@ -73,6 +73,14 @@ def describe(event: ev.Event) -> str:
             parts.append(f"exit code {event.exit_code}")
         if event.attempt is not None:
             parts.append(f"attempt {event.attempt}")
+        if isinstance(event, ev.Kill) and event.startup:
+            parts.append("in start-up")
+        elif isinstance(event, ev.Kill) and event.step is not None:
+            parts.append(f"at step {event.step}")
+        if isinstance(event, ev.Kill) and isinstance(event.lost_seconds, int | float):
+            parts.append(f"lost {format_duration(float(event.lost_seconds))}")
+        if isinstance(event, ev.Restart) and isinstance(event.wait, int | float):
+            parts.append(f"after {format_duration(float(event.wait))}")
         change = _change(event)
         if change:
             parts.append(f"then {change}")
@@ -83,5 +91,5 @@ def describe(event: ev.Event) -> str:
         seconds = event.seconds
         took = f" in {format_duration(float(seconds))}" if isinstance(seconds, int | float) else ""
         return f"epoch {event.epoch}, step {event.step}{took}"
-    skip = {"config", "table", "fit", "pid"}
+    skip = {"config", "table", "fit", "pid", "supervisor"}
     return ", ".join(f"{k} {value_text(k, v)}" for k, v in event.details().items() if k not in skip)

@@ -5,8 +5,9 @@
 - exit 0: ``success``.
 - exit 75 (EX_TEMPFAIL): ``pressure``; the child stepped aside for other programs, resume later.
 - SIGKILL (or exit 137) when the cap's or the kernel's OOM killer acted, or the tree was near its
-  limit, or the system nearly out of memory: ``memory_kill``. The same with none of these:
-  ``unexplained_kill``, as is SIGTERM/SIGHUP/SIGQUIT from outside.
+  limit, or the system nearly out of memory (even with the tree far from its limit: on unified
+  memory another program can take what the run needs, and the OS kills the run): ``memory_kill``.
+  The same with none of these: ``unexplained_kill``, as is SIGTERM/SIGHUP/SIGQUIT from outside.
 - SIGINT or exit 130 (the child was interrupted, or stopped on a request): ``interrupted``, not
   restarted.
 - a traceback that ends in an out-of-memory error (or oomguard's exit 3: no plan fits): ``oom``.
@@ -120,7 +121,12 @@ def _memory_reason(evidence: Evidence) -> str | None:
         share = evidence.peak_rss / evidence.limit
         return f"peak {peak}, {share:.0%} of the limit {format_bytes(evidence.limit)}"
     if evidence.min_available is not None and evidence.min_available <= low_available(evidence.total):
+        # On unified memory (CPU, Apple silicon) the OS kills whoever it likes once memory runs low,
+        # however far the run was from its budget: another program took the memory.
         available = format_bytes(evidence.min_available)
+        if evidence.limit:
+            return (f"the system was nearly out of memory ({available} available) with the run far from "
+                    f"its limit (peak {peak} of {format_bytes(evidence.limit)}): another program took it")
         return f"the system was nearly out of memory ({available} available, peak {peak})"
     return None
 

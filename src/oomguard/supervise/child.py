@@ -3,8 +3,18 @@
 The child runs in a session of its own, so a Ctrl-C at the terminal reaches
 only the supervisor, which forwards exactly one SIGINT: the child gets the
 chance to checkpoint without a second signal cutting it short. Its output is
-read from pipes by two threads that copy every chunk to our own stdout and
-stderr as it arrives and remember the last lines for the diagnosis of a death.
+read by two threads that copy every chunk to our own stdout and stderr as it
+arrives and remember the last lines for the diagnosis of a death.
+
+With ``terminal=True`` (the supervisor's own stdout is a terminal) the
+child's stdout is a pseudo-terminal of the same size, so it draws what it
+draws on a terminal (the training's live progress bar); otherwise a pipe,
+and it prints plain lines. Its stderr is always a pipe of its own: the
+traceback of a death is read from there.
+
+On Linux the child starts through :mod:`~oomguard.supervise.lifeline`'s exec
+wrapper, which joins the memory cap's cgroup and binds the child to the
+supervisor before the command runs.
 """
 
 from __future__ import annotations
@@ -25,14 +35,13 @@ import psutil
 
 from oomguard.codes import EXIT_NOT_FOUND
 from oomguard.errors import OomguardError
+from oomguard.supervise.lifeline import wrapper_argv
 
 TAIL_LINES = 50
 STDERR_LINES = 200  # enough for a long traceback whose first line we look for
 _CHUNK = 65536
-
-# Joins the child to a cgroup before it runs anything, so that all of its memory is charged there:
-# ``sh -c SCRIPT PROCS_FILE CMD ...`` sets $0 to PROCS_FILE and "$@" to the command.
-_JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
+_LINUX = sys.platform.startswith("linux")
+_SHOW_CURSOR = b"\x1b[?25h"  # a live display killed mid-frame leaves the cursor hidden
 
 
 class CommandNotFound(OomguardError):
@@ -76,8 +85,13 @@ def _resolve(argv: Sequence[str]) -> str:
     return found
 
 
-def _copy(source: IO[bytes], sink: IO[str], tails: Sequence[LineTail], stream: int) -> None:
-    """Copy ``source`` to ``sink`` chunk by chunk until EOF; never stop early, or the child would block."""
+def _copy(source: IO[bytes], sink: IO[str], tails: Sequence[LineTail], stream: int,
+          ending: list[bytes]) -> None:
+    """Copy ``source`` to ``sink`` chunk by chunk until EOF; never stop early, or the child would block.
+
+    ``ending`` keeps the last bytes copied (was the last line finished?). A
+    pseudo-terminal whose child is gone reads as an error (EIO) on Linux: that is its EOF.
+    """
     fd = source.fileno()
     while True:
         try:
@@ -86,6 +100,7 @@ def _copy(source: IO[bytes], sink: IO[str], tails: Sequence[LineTail], stream: i
             break
         if not data:
             break
+        ending[:] = [data[-16:]]
         text = data.decode("utf-8", errors="replace")
         for tail in tails:
             tail.feed(text, stream)
@@ -103,14 +118,37 @@ def _copy(source: IO[bytes], sink: IO[str], tails: Sequence[LineTail], stream: i
     source.close()
 
 
+def terminal_size(stream: IO[str]) -> tuple[int, int] | None:
+    """``(rows, columns)`` of the terminal ``stream`` writes to, or None."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (size.lines, size.columns) if size.columns > 0 and size.lines > 0 else None
+
+
+def _set_size(fd: int, size: tuple[int, int] | None) -> None:
+    if size is None:
+        return
+    import fcntl
+    import struct
+    import termios
+
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+
+
 class Child:
     """A running supervised command."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], readers: list[threading.Thread]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], terminal: int | None = None) -> None:
         self.proc = proc
         self.tail = LineTail(TAIL_LINES)
         self.stderr_tail = LineTail(STDERR_LINES)
-        self._readers = readers
+        self._readers: list[threading.Thread] = []
+        self._terminal = terminal  # the pseudo-terminal's master end, while the child writes to it
+        self._ending: list[bytes] = [b"\n"]
+        self._stdout: IO[str] = sys.stdout
 
     @property
     def pid(self) -> int:
@@ -125,32 +163,54 @@ class Child:
         env: Mapping[str, str] | None = None,
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
+        terminal: bool = False,
     ) -> Child:
-        """Start ``argv``; with ``cgroup_procs`` it joins that cgroup before running anything."""
+        """Start ``argv``; with ``cgroup_procs`` it joins that cgroup before running anything.
+
+        ``terminal``: its stdout is a pseudo-terminal the size of ``stdout``'s
+        terminal (where there are pseudo-terminals), else a pipe.
+        """
         executable = _resolve(argv)
         command = [executable, *argv[1:]]
-        if cgroup_procs is not None:
-            command = ["/bin/sh", "-c", _JOIN_CGROUP, str(cgroup_procs), *command]
+        if _LINUX:  # the exec wrapper: join the cap's cgroup, die with this process, then run the command
+            command = wrapper_argv(os.getpid(), str(cgroup_procs) if cgroup_procs else None, command)
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        sink = stdout or sys.stdout
+        master = slave = None
+        if terminal and hasattr(os, "openpty"):
+            master, slave = os.openpty()
+            _set_size(slave, terminal_size(sink))
         try:
             proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                env=full_env, start_new_session=True,
+                command, stdout=slave if slave is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL, env=full_env, start_new_session=True,
             )
         except OSError as exc:
+            if master is not None and slave is not None:
+                os.close(master)
+                os.close(slave)
             raise CommandNotFound(f"cannot start {argv[0]!r}: {exc.strerror}; check the command") from exc
-        child = cls(proc, [])
-        assert proc.stdout is not None and proc.stderr is not None
-        streams = (
-            (proc.stdout, stdout or sys.stdout, (child.tail,)),
-            (proc.stderr, stderr or sys.stderr, (child.tail, child.stderr_tail)),
+        if slave is not None:
+            os.close(slave)  # the child holds it now; its EOF comes when the child's tree lets go
+        child = cls(proc, master)
+        child._stdout = sink
+        out = os.fdopen(master, "rb", buffering=0) if master is not None else proc.stdout
+        assert out is not None and proc.stderr is not None
+        streams: tuple[tuple[IO[bytes], IO[str], tuple[LineTail, ...], list[bytes]], ...] = (
+            (out, sink, (child.tail,), child._ending),
+            (proc.stderr, stderr or sys.stderr, (child.tail, child.stderr_tail), []),
         )
-        for number, (source, sink, tails) in enumerate(streams, start=1):
-            reader = threading.Thread(target=_copy, args=(source, sink, tails, number), daemon=True,
-                                      name="oomguard-child-output")
+        for number, (source, target, tails, ending) in enumerate(streams, start=1):
+            reader = threading.Thread(target=_copy, args=(source, target, tails, number, ending),
+                                      daemon=True, name="oomguard-child-output")
             reader.start()
             child._readers.append(reader)
         return child
+
+    def resize(self, size: tuple[int, int] | None) -> None:
+        """Give the child's pseudo-terminal a new size (the supervisor's terminal was resized)."""
+        if self._terminal is not None and self.proc.poll() is None:
+            _set_size(self._terminal, size)
 
     def poll(self) -> int | None:
         return self.proc.poll()
@@ -189,6 +249,17 @@ class Child:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def finish_output(self, timeout: float = 5.0) -> None:
-        """Wait for the output threads to drain the pipes (bounded: an orphan may hold them open)."""
+        """Wait for the output threads to drain the pipes (bounded: an orphan may hold them open).
+
+        On a terminal, a child that died in the middle of a live display
+        leaves the line unfinished and the cursor hidden: both are put right.
+        """
         for reader in self._readers:
             reader.join(timeout)
+        if self._terminal is None:
+            return
+        self._terminal = None
+        unfinished = not self._ending[0].endswith(b"\n")
+        with contextlib.suppress(OSError, ValueError):
+            self._stdout.write((_SHOW_CURSOR + (b"\r\n" if unfinished else b"")).decode())
+            self._stdout.flush()

@@ -16,8 +16,8 @@ from typing import Any
 
 from oomguard import events as ev
 from oomguard.rundir import RunDir
+from oomguard.supervise.attempt import WINDOW_SECONDS
 from oomguard.supervise.ladder import RELEASE_KEY, LoaderMemory, PlanState
-from oomguard.supervise.supervisor import WINDOW_SECONDS
 
 _TAIL_BYTES = 8192
 #: Enough of the memory timeline's end to hold its last WINDOW_SECONDS of samples, for a few ranks.
@@ -140,16 +140,64 @@ def loader_memory(path: Path, since: float | None, budget: int | None) -> Loader
                         limit=budget * len(peak) if budget else None)
 
 
-def last_step(run_dir: RunDir) -> int | None:
-    """The last training step the child reached: its memory timeline's ``step``, or its events'."""
-    steps = [_int(getattr(event, "step", None)) for event in ev.load_events(run_dir.events)]
-    best = max((step for step in steps if step is not None), default=None)
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt as the run directory tells it, between the time it was started and its death."""
+
+    started: bool  # it wrote its own ``start``: the resume (or the fresh start) completed
+    step: int | None  # the step it reached; None when it never got past start-up
+    lost_seconds: float | None  # training done since the checkpoint the next attempt resumes from
+    progressed: bool = False  # it trained at least one step past where it started
+
+
+def resumable_at(events: Iterable[ev.Event], until: float) -> float | None:
+    """When the state of the newest checkpoint written before ``until`` was taken (unix seconds).
+
+    A checkpoint event is written once the file is safe; its state was
+    captured ``seconds`` earlier, when the write began.
+    """
+    taken = [event.time - (event.seconds or 0.0) for event in events
+             if isinstance(event, ev.Checkpoint) and event.path is not None and event.error is None
+             and event.time <= until]
+    return max(taken, default=None)
+
+
+def attempt_record(run_dir: RunDir, since: float, until: float) -> AttemptRecord:
+    """What the attempt started at ``since`` and dead at ``until`` (unix seconds) did.
+
+    Only what it wrote itself counts: its ``start`` (written once the
+    checkpoint is loaded), then the steps of its events and of its memory
+    timeline rows. An attempt without its own ``start`` died in start-up: it
+    reached no step of its own and lost no training, only its start-up time.
+    """
+    events = ev.load_events(run_dir.events)
+    start = next((event for event in reversed(events) if isinstance(event, ev.Start) and event.time >= since),
+                 None)
+    if start is None:
+        return AttemptRecord(started=False, step=None, lost_seconds=0.0)
+    first = _int(start.step) or 0
+    steps = [_int(getattr(event, "step", None)) for event in events if event.time >= start.time]
+    steps.append(_timeline_step(run_dir, start.time))
+    step = max([first, *(s for s in steps if s is not None)])
+    checkpoint = resumable_at(events, until)
+    resumed = max(start.time, checkpoint) if checkpoint is not None else start.time
+    return AttemptRecord(started=True, step=step, lost_seconds=round(max(0.0, until - resumed), 3),
+                         progressed=step > first)
+
+
+def _timeline_step(run_dir: RunDir, since: float) -> int | None:
+    """The step of the last row of the memory timeline written at ``since`` or later."""
     header, tail = _tail(run_dir.memory, _TAIL_BYTES)
-    if "step" not in header:
-        return best
-    column = header.index("step")
+    if "step" not in header or "time" not in header:
+        return None
+    column, clock = header.index("step"), header.index("time")
     for row in csv.reader(reversed(tail)):
-        if len(row) == len(header) and row[column].isdigit():
-            step = int(row[column])
-            return step if best is None else max(best, step)
-    return best
+        if len(row) != len(header) or not row[column].isdigit():
+            continue
+        try:
+            if float(row[clock]) < since:
+                return None
+        except ValueError:
+            continue
+        return int(row[column])
+    return None

@@ -5,11 +5,15 @@
 - The command runs as a child; its output passes through live.
 - ``--memory-limit SIZE`` is a cap, as if the machine had SIZE of memory: when
   the command's memory, children included, goes over SIZE it is SIGKILLed (by
-  the kernel's OOM killer in a cgroup of its own where the cgroup v1 memory
-  controller is writable; else by oomguard, which polls the tree's RSS every
-  50 ms), which counts as a memory kill, and it is restarted. Without it, a
-  SIGKILL counts as a memory kill only when the system was nearly out of
-  memory (or the kernel's OOM killer acted).
+  the kernel's OOM killer in a cgroup of its own where one can be made: a
+  delegated cgroup v2 subtree or a writable cgroup v1 memory controller; else
+  by oomguard, which polls the tree's RSS every 50 ms and says why), which
+  counts as a memory kill, and it is restarted. Without it, a SIGKILL counts
+  as a memory kill only when the system was nearly out of memory (or the
+  kernel's OOM killer acted); any other kill is restarted after a wait that
+  doubles with each one in a row (1 s, 2 s, 4 s ... 60 s).
+- The command and its whole process group never outlive oomguard: killed
+  with it, however oomguard dies (a keeper process ends them).
 - Restarts follow a preset (see :mod:`oomguard.supervise.presets`: Ultralytics
   YOLO, Hugging Face Trainer, Lightning) or append ``--resume-args`` (split like
   a shell) to the original command. ``--resume-args`` wins over a preset. Each
@@ -23,20 +27,24 @@
   command (unlike ``oomguard train``, which refuses an existing run directory).
 - Exit status: 0 once the command succeeds; 130 on Ctrl-C (the command gets
   the SIGINT and is waited for); when oomguard gives up (a bug that failed
-  twice, the same failure three times in a row, max restarts) the command's
+  twice, the same memory failure three times with the same command, max
+  restarts) the command's
   own status (128 + N for a signal, 137 for a kill), after a one-line summary;
   127 when the command cannot be started.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from oomguard import events as ev
 from oomguard.rundir import RunDir
 from oomguard.supervise.attribution import Cause
+from oomguard.supervise.history import resumable_at
 from oomguard.supervise.log import Console, SupervisorLog
+from oomguard.supervise.policy import FIRST_WAIT
 from oomguard.supervise.presets import Preset, preset_for
 from oomguard.supervise.supervisor import Inspection, NextAttempt, Supervisor
 
@@ -60,13 +68,16 @@ class CommandStrategy:
     def started(self, attempt: int, pid: int, argv: list[str]) -> None:
         config = {"command": argv, "memory_limit": self.cap, "preset": self.preset.name}
         self.log.emit(ev.Start(pid=pid, attempt=attempt, resume=attempt > 1, device=None, budget=self.cap,
-                               config=config))
+                               config=config, supervisor=os.getpid()))
 
     def finished(self, attempts: int, seconds: float) -> None:
         self.log.emit(ev.Finish(attempts=attempts, seconds=round(seconds, 3)))
 
-    def inspect(self) -> Inspection:
-        return Inspection()
+    def inspect(self, since: float, until: float) -> Inspection:
+        """Nothing is known of a command's steps; its lost work only when it checkpoints into the run dir."""
+        checkpoint = resumable_at(ev.load_events(self.log.path), until)
+        lost = None if checkpoint is None else round(max(0.0, until - max(since, checkpoint)), 3)
+        return Inspection(lost_seconds=lost)
 
     def restart(self, cause: Cause, previous: list[str]) -> NextAttempt:
         following = self.preset.restart(previous, cause.memory)
@@ -89,6 +100,7 @@ def run_command(
     *,
     use_cgroup: bool | None = None,
     cwd: Path | None = None,
+    restart_wait: float = FIRST_WAIT,
 ) -> int:
     """Supervise ``command`` (``oomguard run``); the exit status for the CLI.
 
@@ -102,5 +114,5 @@ def run_command(
     log = SupervisorLog(directory.events)
     strategy = CommandStrategy(command, preset_for(command, resume_args, cwd), log, memory_limit)
     supervisor = Supervisor(strategy, log, max_restarts=max_restarts, cap=memory_limit, use_cgroup=use_cgroup,
-                            timeline=directory.memory, console=console)
+                            timeline=directory.memory, console=console, restart_wait=restart_wait)
     return supervisor.run()

@@ -19,9 +19,10 @@ from typing import Any
 from oomguard import events as ev
 from oomguard.rundir import RunDir
 from oomguard.supervise.attribution import Cause
-from oomguard.supervise.history import last_step, read_child_report
+from oomguard.supervise.history import attempt_record, read_child_report
 from oomguard.supervise.ladder import next_rung
 from oomguard.supervise.log import Console, SupervisorLog
+from oomguard.supervise.policy import FIRST_WAIT
 from oomguard.supervise.supervisor import Inspection, NextAttempt, Supervisor
 
 MICROBATCH_HALVINGS = 3
@@ -72,7 +73,8 @@ class TrainStrategy:
     def finished(self, attempts: int, seconds: float) -> None:
         """The child writes its own ``finish`` event."""
 
-    def inspect(self) -> Inspection:
+    def inspect(self, since: float, until: float) -> Inspection:
+        """The attempt started at ``since`` and dead at ``until``: its plan, budget, step and lost work."""
         report = read_child_report(self.run_dir, self.overrides)
         need = None
         for event in ev.load_events(self.run_dir.events):
@@ -82,7 +84,10 @@ class TrainStrategy:
                 need = event.need
         # A CUDA budget is GPU memory; the OS kills for host memory, which that budget says nothing about.
         host_budget = None if report.state.device.startswith("cuda") else report.budget
-        return Inspection(budget=host_budget, step=last_step(self.run_dir), need=need)
+        record = attempt_record(self.run_dir, since, until)
+        return Inspection(budget=host_budget, step=record.step, need=need,
+                          started=record.started, progressed=record.progressed,
+                          lost_seconds=record.lost_seconds)
 
     def restart(self, cause: Cause, previous: list[str]) -> NextAttempt | None:
         report = read_child_report(self.run_dir, self.overrides)
@@ -116,15 +121,17 @@ def supervise_train(
     console: Console | None = None,
     *,
     use_cgroup: bool | None = None,
+    restart_wait: float = FIRST_WAIT,
 ) -> int:
     """Run ``argv_child`` (see :func:`child_argv`) until it finishes; the exit status for the CLI.
 
     0: the training finished. 130: Ctrl-C (the child was stopped first and can
     be resumed). Otherwise the child's own status when the supervisor gives up
     (137 for a kill), after printing one line that says why and what to do.
+    ``restart_wait``: the first wait after an unexplained kill (then 2x, 4x... 60 s).
     """
     strategy = TrainStrategy(argv_child, run_dir, allow_degrade)
     log = SupervisorLog(strategy.run_dir.events, ready=strategy.run_dir.config.exists)
     supervisor = Supervisor(strategy, log, max_restarts=max_restarts, cap=memory_cap, use_cgroup=use_cgroup,
-                            console=console)
+                            console=console, restart_wait=restart_wait)
     return supervisor.run()
