@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +145,82 @@ def test_pressure_that_persists_checkpoints_then_raises_without_a_supervisor(tmp
              if e["event"] in ("pressure", "checkpoint", "shrink")]
     assert kinds[:3] == ["pressure", "checkpoint", "shrink"] and kinds[-2:] == ["pressure", "checkpoint"]
     assert (tmp_path / "weights" / "last.pt").is_file()
+
+
+OWN_LOOP = """
+import json, sys, torch
+from torch.utils.data import TensorDataset
+from oomguard import Guard, ResumableLoader
+
+run_dir, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.manual_seed(0)
+torch.use_deterministic_algorithms(True)
+model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Dropout(0.2), torch.nn.ReLU(),
+                            torch.nn.Linear(64, 4))
+optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+generator = torch.Generator().manual_seed(1)
+dataset = TensorDataset(torch.randn(2048, 16, generator=generator),
+                        torch.randint(0, 4, (2048,), generator=generator))
+loader = ResumableLoader(dataset, batch_size=32, seed=5)
+guard = Guard(model, optimizer, run_dir=run_dir, microbatch=8, checkpoint_every="0.2s", device="cpu")
+state = {"epoch": 0, "loader": loader}
+guard.restore(state)
+
+def loss_fn(net, batch):
+    return torch.nn.functional.cross_entropy(net(batch[0]), batch[1])
+
+for epoch in range(state["epoch"], epochs):
+    state["epoch"] = epoch
+    for batch in loader:
+        guard.step(batch, loss_fn)
+guard.save()
+guard.close()
+torch.save(model.state_dict(), out)
+"""
+
+
+@pytest.mark.slow
+def test_a_guard_loop_under_oomguard_run_killed_at_random_moments_is_bit_identical(tmp_path: Path) -> None:
+    """The Guard writes into oomguard run's directory; each restart resumes through guard.restore."""
+    script = tmp_path / "train.py"
+    script.write_text(OWN_LOOP)
+    whole = subprocess.run([sys.executable, str(script), str(tmp_path / "whole"), str(tmp_path / "whole.pt"),
+                            "6"], capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+
+    sup = tmp_path / "sup"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "oomguard", "run", "--max-restarts", "10", "--run-dir", str(sup),
+         "--", sys.executable, str(script), str(tmp_path / "ignored"), str(tmp_path / "killed.pt"), "6"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rng = random.Random(7)
+    killed = 0
+    try:
+        while killed < 4 and supervisor.poll() is None:
+            log = list(read_events(sup / "events.jsonl"))
+            starts = [e for e in log if e["event"] == "start"]
+            saved = [e for e in log
+                     if e["event"] == "checkpoint" and starts and e["time"] > starts[-1]["time"]]
+            if len(starts) == killed + 1 and saved:  # this attempt resumed and checkpointed
+                time.sleep(rng.uniform(0.0, 0.6))  # a random moment of this attempt, not a synchronisation
+                try:
+                    os.kill(int(starts[-1]["pid"]), signal.SIGKILL)
+                except ProcessLookupError:
+                    break
+                killed += 1
+            time.sleep(0.02)  # polling the run's files
+        out, err = supervisor.communicate(timeout=300)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    assert supervisor.returncode == 0, out + err
+    assert killed >= 3
+    kills = [e for e in read_events(sup / "events.jsonl") if e["event"] == "kill"]
+    assert len(kills) == killed and {k["cause"] for k in kills} == {"unexplained_kill"}
+    assert err.count("resuming ") == killed and not (tmp_path / "ignored").exists()  # the Guard used sup
+    a, b = torch.load(tmp_path / "whole.pt"), torch.load(tmp_path / "killed.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 
 
 def test_a_supervised_guard_loop_exits_75_on_pressure(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_a_squeeze_saves_last_ckpt_stops_with_75_and_the_fit_resumes_from_it(tmp
     assert start["resume"] is True and start["step"] == stop["step"]
 
 
-def test_a_sigkilled_cli_fit_under_oomguard_run_resumes_and_the_callback_sees_both_attempts(tmp_path: Path,
+def test_a_sigkilled_cli_fit_with_the_callback_under_oomguard_run_resumes_into_one_run_dir(tmp_path: Path,
                                                                                           ) -> None:
     (tmp_path / "train_pl.py").write_text(LIGHTNING_CLI)
     callback = "--trainer.callbacks+=oomguard.integrations.lightning.OomguardCallback"
@@ -67,7 +67,9 @@ def test_a_sigkilled_cli_fit_under_oomguard_run_resumes_and_the_callback_sees_bo
         process, "a checkpoint")
     os.kill(pid, signal.SIGKILL)
     finish(process, tmp_path)
-    run = tmp_path / "root" / "oomguard"
-    starts = events(run, "start")
-    assert [s["resume"] for s in starts] == [False, True] and int(str(starts[1]["step"])) > 0
-    assert events(run, "finish") and (run / "report.html").is_file()
+    sup = tmp_path / "sup"  # the callback writes into oomguard run's directory, not root/oomguard
+    assert not (tmp_path / "root" / "oomguard").exists()
+    [restart] = events(sup, "restart")
+    assert str(restart["resume_from"]).endswith(".ckpt")
+    assert [s["attempt"] for s in events(sup, "start")] == [1, 2] and events(sup, "finish")
+    assert (sup / "report.html").is_file()

@@ -57,7 +57,7 @@ def test_a_squeeze_saves_a_checkpoint_stops_with_75_and_the_trainer_resumes_from
     assert start["resume"] is True and start["step"] == saved[-1]
 
 
-def test_a_sigkilled_trainer_under_oomguard_run_resumes_and_its_timeline_spans_both(tmp_path: Path) -> None:
+def test_a_sigkilled_trainer_under_oomguard_run_resumes_into_one_run_directory(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text(HUGGING_FACE)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     supervisor = subprocess.Popen(
@@ -77,7 +77,8 @@ def test_a_sigkilled_trainer_under_oomguard_run_resumes_and_its_timeline_spans_b
             supervisor.kill()
     assert supervisor.returncode == 0, out[-3000:]
     assert "out/checkpoint-20" in out, out[-3000:]  # the restart resumed from the Trainer's checkpoint
-    starts = events(tmp_path / "out" / "oomguard", "start")
-    assert [(s["resume"], s["step"]) for s in starts] == [(False, 0), (True, 20)]
-    assert events(tmp_path / "out" / "oomguard", "finish")
-    assert (tmp_path / "out" / "oomguard" / "report.html").is_file()
+    # The callback wrote into oomguard run's directory (its events beside the supervisor's), not its own.
+    assert not (tmp_path / "out" / "oomguard").exists()
+    sup = tmp_path / "sup"
+    assert [s["attempt"] for s in events(sup, "start")] == [1, 2] and events(sup, "finish")
+    assert (sup / "report.html").is_file()

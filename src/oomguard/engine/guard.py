@@ -136,7 +136,9 @@ class Guard:
         self.events = events if events is not None else EventLog(run / "events.jsonl" if run else None)
         self._own_sampler = sampler is None and run is not None
         if run is not None and sampler is None:
-            sampler = MemorySampler(self.device, run / "memory.csv", events=self.events).start()
+            # Under oomguard run the timeline is the supervisor's (one series for every attempt).
+            timeline = None if os.environ.get(environment.RUN_DIR) else run / "memory.csv"
+            sampler = MemorySampler(self.device, timeline, events=self.events).start()
         self.sampler = sampler
         self.meter = MemoryMeter(self.device, sampler)
         check = self.budget.limit if self.device.unified else None  # hard-limit backends raise themselves

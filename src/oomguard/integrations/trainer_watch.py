@@ -13,7 +13,9 @@ what oomguard gives its own loops:
   resumes it when the memory is back.
 
 The run directory is the one ``oomguard run`` names for its command
-(``OOMGUARD_RUN_DIR``) when there is one, else the callback's own.
+(``OOMGUARD_RUN_DIR``) when there is one, else the callback's own. Under
+``oomguard run`` the supervisor writes the timeline and the start, restart and
+finish events; the callback adds its watch's events and the report.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ class TrainerWatch:
         self.run_dir, self.device, self.console = run_dir, device, console
         self.events = EventLog(run_dir / "events.jsonl")
         self.budget = resolve_budget(parse_memory_limit(memory_limit), device)
-        self.sampler = MemorySampler(device, run_dir / "memory.csv", events=self.events)
+        #: Under oomguard run, the supervisor keeps the timeline and the lifecycle events.
+        self.supervised = bool(os.environ.get(environment.RUN_DIR))
+        self.sampler = MemorySampler(device, None if self.supervised else run_dir / "memory.csv",
+                                     events=self.events)
         self.meter = MemoryMeter(device, self.sampler)
         self.watch = MemoryWatch(self.events, self.budget.limit, min_available, console)
         self.pressure: PressureDecision | None = None  # a stop for pressure, once asked
@@ -70,6 +75,8 @@ class TrainerWatch:
         """Training starts (or resumes at ``step``): the timeline and the ``start`` event."""
         self.sampler.start()
         self.started = time.monotonic()
+        if self.supervised:
+            return
         self.events.emit(ev.Start(pid=os.getpid(), attempt=environment.attempt(), resume=step > 0,
                                   device=str(self.device.torch_device), budget=self.budget.limit,
                                   config=config, step=step))
@@ -102,11 +109,13 @@ class TrainerWatch:
         seconds = round(time.monotonic() - self.started, 2)
         decision = self.pressure
         if decision is None:
-            self.events.emit(ev.Finish(seconds=seconds, epochs=epochs))
+            if not self.supervised:
+                self.events.emit(ev.Finish(seconds=seconds, epochs=epochs))
         else:
             self.events.emit(ev.Stop(cause="pressure", reason=decision.words(), exit_code=EXIT_PRESSURE,
                                      step=step, need=decision.need))
-        write_final_report(self.run_dir, self.console)
+        if not self.supervised:  # under oomguard run the supervisor writes it once the command is done
+            write_final_report(self.run_dir, self.console)
         if decision is not None and environment.SUPERVISED in os.environ:
             self.console(f"stopped for memory pressure at step {step}; the supervisor resumes when "
                          f"{decision.need:,} bytes are available")

@@ -65,8 +65,10 @@ class Attempts:
             self.keeper.close()
             self.keeper = None
 
-    def run(self, argv: list[str], number: int, started: Callable[[Child], None]) -> Outcome:
-        """Run attempt ``number`` of ``argv`` to its end; ``started`` is called once the child runs."""
+    def run(self, argv: list[str], number: int, started: Callable[[Child], None],
+            env: dict[str, str] | None = None) -> Outcome:
+        """Run attempt ``number`` of ``argv`` (with ``env`` besides ours) to its end; ``started`` is called
+        once the child runs."""
         procs = self._prepare_cap(number)
         directory = self.cap.directory if isinstance(self.cap, CgroupCap) else None
         if self.keeper is not None and directory is not None:
@@ -74,9 +76,9 @@ class Attempts:
         kills_before = host.own_oom_kills()
         clock, began = time.monotonic(), time.time()
         window: deque[Sample] = deque(maxlen=max(1, int(WINDOW_SECONDS / self.interval)))
-        env = {environment.SUPERVISED: str(os.getpid()), environment.ATTEMPT: str(number)}
+        ours = {environment.SUPERVISED: str(os.getpid()), environment.ATTEMPT: str(number)}
         try:
-            child = Child.start(argv, cgroup_procs=procs, env=env, terminal=self.terminal)
+            child = Child.start(argv, cgroup_procs=procs, env={**(env or {}), **ours}, terminal=self.terminal)
         except BaseException:
             self._release_cap(directory)
             raise

@@ -79,6 +79,10 @@ class Strategy(Protocol):
 
     def first_argv(self) -> list[str]: ...
 
+    def env(self) -> dict[str, str]:
+        """Environment variables for the next attempt, besides the supervisor's own."""
+        ...
+
     def started(self, attempt: int, pid: int, argv: list[str]) -> None: ...
 
     def inspect(self, since: float, until: float) -> Inspection: ...
@@ -148,7 +152,8 @@ class Supervisor:
         restarts = 0
         attempt = 1
         while True:
-            outcome = self.attempts.run(argv, attempt, functools.partial(self._started, attempt, argv))
+            outcome = self.attempts.run(argv, attempt, functools.partial(self._started, attempt, argv),
+                                        self.strategy.env())
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             if self._signals_seen:

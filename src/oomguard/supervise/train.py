@@ -73,6 +73,10 @@ class TrainStrategy:
     def finished(self, attempts: int, seconds: float) -> None:
         """The child writes its own ``finish`` event."""
 
+    def env(self) -> dict[str, str]:
+        """Nothing: the child re-reads its config with the ladder's overrides on its command line."""
+        return {}
+
     def inspect(self, since: float, until: float) -> Inspection:
         """The attempt started at ``since`` and dead at ``until``: its plan, budget, step and lost work."""
         report = read_child_report(self.run_dir, self.overrides)
