@@ -117,7 +117,8 @@ def test_folder_errors(tmp_path: Path, folder: Path) -> None:
         return str(err.value)
 
     missing = tmp_path / "nothing"
-    assert message(missing) == f"data directory {str(missing)!r} not found; the classify layouts are {LAYOUTS}"
+    assert message(missing) == (
+        f"data directory {str(missing)!r} not found; the classify layouts are {LAYOUTS}")
     (tmp_path / "flat" / "train").mkdir(parents=True)
     assert message(tmp_path / "flat") == (
         f"{str(tmp_path / 'flat' / 'train')!r} has no class directories; "
@@ -168,7 +169,7 @@ def test_table_errors(table: Path) -> None:
         f"{str(train_csv)!r} line 2: column 'calories' has 'lots', not a number; every column besides "
         "image and label is a regression target and must be numeric"
     )
-    train_csv.write_text("image,label,calories\nimg/9.png,cake,1\n")  # a missing file is left out as unreadable
+    train_csv.write_text("image,label,calories\nimg/9.png,cake,1\n")  # missing: left out as unreadable
     assert message() == (f"none of the 1 training images under {str(table)!r} can be read "
                          "(img/9.png (not found)); fix the files")
     train_csv.write_text("image,label,calories\nimg/0.png, ,1\n")
@@ -196,8 +197,8 @@ def test_find_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         find_layout(str(tmp_path))
     assert str(err.value) == (
-        f"data directory {str(tmp_path)!r} has neither train.csv nor image folders; use {LAYOUTS} (classify), "
-        "or DATA/train.csv with columns image,label,<targets> (multitask)"
+        f"data directory {str(tmp_path)!r} has neither train.csv nor image folders; use {LAYOUTS} "
+        "(classify), or DATA/train.csv with columns image,label,<targets> (multitask)"
     )
     with pytest.raises(ConfigError) as err:
         find_layout("builtin:mnist")

@@ -49,7 +49,8 @@ def reason_of(err: BaseException) -> str:
         return "not an image Pillow can read"
     if isinstance(err, IsADirectoryError):
         return "a directory, not a file"
-    return str(err) or type(err).__name__
+    text = str(err) or type(err).__name__
+    return "image file is truncated" if text == "Truncated File Read" else text  # a PNG's verify() says so
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -22,7 +22,7 @@ from oomguard.data.sampler import ResumableSampler, mix_seed
 from oomguard.data.shard import RankBatches
 from oomguard.data.skipping import (
     Loaded,
-    SkipReport,
+    Report,
     Tolerant,
     collate_readable,
     collate_substituted,
@@ -91,7 +91,7 @@ class TrainBatches:
     batch just yielded passed over, so ``position += size + skipped``.
     """
 
-    def __init__(self, loader: DataLoader, batch: int, report: SkipReport | None = None,
+    def __init__(self, loader: DataLoader, batch: int, report: Report | None = None,
                  complete: bool = True) -> None:
         self.loader, self.batch, self.report, self.complete = loader, batch, report, complete
         self.skipped = 0
@@ -159,7 +159,7 @@ def _take(pieces: list[tuple[Any, list[int]]], count: int) -> tuple[Any, int]:
 class EvalBatches:
     """The evaluation loader's batches, unreadable samples left out (and a batch with no readable one)."""
 
-    def __init__(self, loader: DataLoader, report: SkipReport | None = None) -> None:
+    def __init__(self, loader: DataLoader, report: Report | None = None) -> None:
         self.loader, self.report = loader, report
 
     def __len__(self) -> int:
@@ -175,7 +175,7 @@ class EvalBatches:
 
 
 def make_train_loader(dataset: Dataset, batch: int, sampler: ResumableSampler, workers: int, seed: int,
-                      *, pin_memory: bool = False, report: SkipReport | None = None) -> TrainBatches:
+                      *, pin_memory: bool = False, report: Report | None = None) -> TrainBatches:
     """Batches of ``batch`` samples in the sampler's order; the last batch of an epoch may be smaller."""
     loader = DataLoader(Tolerant(dataset), batch_size=batch, sampler=sampler, drop_last=False,  # type: ignore[arg-type]
                         collate_fn=collate_readable, pin_memory=pin_memory, **_worker_options(workers, seed))
@@ -183,7 +183,7 @@ def make_train_loader(dataset: Dataset, batch: int, sampler: ResumableSampler, w
 
 
 def make_rank_loader(dataset: Dataset, batches: RankBatches, workers: int, seed: int, *,
-                     pin_memory: bool = False, report: SkipReport | None = None) -> TrainBatches:
+                     pin_memory: bool = False, report: Report | None = None) -> TrainBatches:
     """This rank's slice of each global batch (a data-parallel group's training loader)."""
     loader = DataLoader(Tolerant(dataset), batch_sampler=batches, collate_fn=collate_substituted,  # type: ignore[arg-type]
                         pin_memory=pin_memory, **_worker_options(workers, seed))  # type: ignore[arg-type]
@@ -191,7 +191,7 @@ def make_rank_loader(dataset: Dataset, batches: RankBatches, workers: int, seed:
 
 
 def make_eval_loader(dataset: Dataset, batch: int, workers: int, *, seed: int = 0,
-                     pin_memory: bool = False, report: SkipReport | None = None) -> EvalBatches:
+                     pin_memory: bool = False, report: Report | None = None) -> EvalBatches:
     """Batches in dataset order, integer indices (so no augmentation)."""
     loader = DataLoader(Tolerant(dataset), batch_size=batch, shuffle=False, drop_last=False,
                         collate_fn=collate_readable, pin_memory=pin_memory,

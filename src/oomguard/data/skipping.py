@@ -111,6 +111,7 @@ def collate_substituted(samples: Sequence[Any]) -> Loaded:
 
 
 Where = Callable[[], tuple[int, int]]  # (epoch, step), both from 1, of the batch being loaded
+Report = Callable[[Unreadable, str], None]  # what a loader calls for each unreadable sample, and the phase
 
 
 class SkipReport:
