@@ -93,7 +93,7 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
     seed_everything(config.seed, config.deterministic)
     device = rank_device(config, group.local_rank if group is not None else None)
     main = group is None or group.is_main
-    task = build_task(config, run, events, say, main=main)
+    task = build_task(config, run, say, main=main)
     model = task.build_model().to(device.torch_device)
     optimizer = make_optimizer(config, model)
     amp_dtype, scaler = amp_settings(config, device)

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from oomguard.config import Config
 from oomguard.data import DEFAULT_IMGSZ, Layout, find_layout, open_datasets
 from oomguard.errors import ConfigError, DataError
-from oomguard.events import EventLog
 from oomguard.rundir import RunDir
 from oomguard.tasks.base import Metrics, Task
 from oomguard.tasks.classify import ClassifyTask
@@ -31,20 +30,19 @@ def resolve_task(config: Config, layout: Layout) -> str:
     return kind
 
 
-def build_task(config: Config, run: RunDir | None = None, events: EventLog | None = None,
-               say: Callable[[str], None] | None = None, main: bool = True) -> Task:
+def build_task(config: Config, run: RunDir | None = None, say: Callable[[str], None] | None = None,
+               main: bool = True) -> Task:
     """The Task for ``config``, its datasets opened (and the builtin data generated on first use).
 
-    The data is indexed into ``run`` (its ``dataset.json``) and announced: a
-    ``data`` event in ``events`` and console lines through ``say``. A rank other
-    than 0 (``main`` False) reads the run's record but writes and says nothing.
+    Image files are indexed into ``run`` (its ``dataset.json``; ``say`` shows
+    the progress of a long first check); ``task.data`` says what was found,
+    for the trainer to announce. A rank other than 0 (``main`` False) reads the
+    run's record but writes and says nothing.
     """
     layout = find_layout(config.data)
     kind = resolve_task(config, layout)
     imgsz = config.imgsz or DEFAULT_IMGSZ[layout]
     opened = open_datasets(config, layout, imgsz, with_targets=kind == "multitask", run=run, write=main,
                            say=say if main else None)
-    if main:
-        opened.summary.announce(events, say)
     cls = MultitaskTask if kind == "multitask" else ClassifyTask
-    return cls(config, opened.classes, opened.train, opened.val, imgsz)
+    return cls(config, opened.classes, opened.train, opened.val, imgsz, opened.summary)
