@@ -71,7 +71,7 @@ def upright(image: Image.Image) -> Image.Image:
     return turned if turned is not None else image
 
 
-def _read(path: Path, limit: int) -> np.ndarray:
+def _read(path: str | Path, limit: int) -> np.ndarray:
     with Image.open(path) as image:
         image.draft("RGB", (limit, limit))  # JPEG: let the decoder downscale by 2/4/8 for free
         image.load()
@@ -84,7 +84,7 @@ def _read(path: Path, limit: int) -> np.ndarray:
         return np.array(rgb)  # a copy, made before the file closes; writable, so torch does not warn
 
 
-def decode(path: Path, imgsz: int) -> np.ndarray:
+def decode(path: str | Path, imgsz: int) -> np.ndarray:
     """The image at ``path`` as uint8 HxWx3 RGB, short side at most ``KEEP_FACTOR * imgsz``."""
     try:
         return _read(path, round(KEEP_FACTOR * imgsz))

@@ -18,18 +18,14 @@ SKIPPED_FOLDERS = frozenset({"__MACOSX"})
 
 @dataclass
 class Found:
-    """The images under a folder, sorted as paths sort, and the other files that were ignored."""
+    """The images under a folder (path strings: 100,000 ``Path`` objects cost time), and the ignored files."""
 
-    images: list[Path] = field(default_factory=list)
-    others: list[Path] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
 
     def extend(self, other: Found) -> None:
         self.images += other.images
         self.others += other.others
-
-
-def is_image_name(name: str) -> bool:
-    return name.lower().endswith(EXTENSIONS)
 
 
 def visible(name: str) -> bool:
@@ -37,7 +33,7 @@ def visible(name: str) -> bool:
 
 
 def scan_images(directory: Path) -> Found:
-    """Image files under ``directory``, recursively, in the order ``sorted(paths)`` would give.
+    """Image files under ``directory``, recursively, in the order ``sorted(paths)`` of ``Path``s would give.
 
     One ``scandir`` per folder and no ``stat`` per file (the kernel says which
     entries are folders), so 100,000 files take a fraction of a second.
@@ -55,10 +51,10 @@ def _walk(directory: str, found: Found) -> None:
             _walk(entry.path, found)
         elif not entry.is_file():
             continue  # a broken link, a socket
-        elif is_image_name(entry.name):
-            found.images.append(Path(entry.path))
+        elif entry.name.lower().endswith(EXTENSIONS):
+            found.images.append(entry.path)
         else:
-            found.others.append(Path(entry.path))
+            found.others.append(entry.path)
 
 
 def subfolders(directory: Path) -> list[Path]:

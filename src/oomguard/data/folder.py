@@ -8,6 +8,7 @@ folder; other files are ignored (:mod:`.files`).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from oomguard.data.entries import Entries, Sources
@@ -28,7 +29,7 @@ def class_folders(folder: Path) -> list[Path]:
     return dirs
 
 
-def scan_classes(folder: Path, classes: list[str] | None) -> tuple[Entries, list[str], list[Path]]:
+def scan_classes(folder: Path, classes: list[str] | None) -> tuple[Entries, list[str], list[str]]:
     """(entries, classes, ignored files) of one folder of class folders; ``classes`` None: define them."""
     dirs = class_folders(folder)
     is_train = classes is None
@@ -45,9 +46,9 @@ def scan_classes(folder: Path, classes: list[str] | None) -> tuple[Entries, list
         found[directory] = scan_images(directory)
     if not any(files.images for files in found.values()):
         raise DataError(f"no images ({', '.join(EXTENSIONS)}) under {str(folder)!r}; add images")
-    paths: list[Path] = []
+    paths: list[str] = []
     labels: list[int] = []
-    ignored: list[Path] = []
+    ignored: list[str] = []
     for directory, files in found.items():
         if not files.images and is_train:
             raise DataError(
@@ -67,7 +68,7 @@ def _one_class(folder: Path, name: str) -> DataError:
     )
 
 
-def read_list(file: Path, images: dict[str, Path], root: Path) -> tuple[list[Path], list[str]]:
+def read_list(file: Path, images: dict[str, str], root: Path) -> tuple[list[str], list[str]]:
     """A food-101 list (``class/name`` per line): image paths (missing ones too, reported later), classes."""
     paths, names = [], []
     for number, line in enumerate(file.read_text(encoding="utf-8-sig").splitlines(), start=1):
@@ -77,7 +78,7 @@ def read_list(file: Path, images: dict[str, Path], root: Path) -> tuple[list[Pat
         name, slash, _ = item.partition("/")
         if not slash or not name:
             raise DataError(f"{str(file)!r} line {number}: expected class/name, got {item!r}")
-        paths.append(images.get(item, root / f"{item}.jpg"))
+        paths.append(images.get(item) or os.path.join(root, f"{item}.jpg"))
         names.append(name)
     if not paths:
         raise DataError(f"{str(file)!r} lists no images; expected lines class/name")
@@ -88,8 +89,8 @@ def food101_sources(layout: FolderLayout) -> Sources:
     """food-101 as it ships: ``images/<class>/<name>.jpg`` with ``meta/train.txt`` and ``meta/test.txt``."""
     assert layout.lists is not None
     found = scan_images(layout.train)
-    prefix = len(str(layout.train)) + 1
-    images = {str(path)[prefix:].rsplit(".", 1)[0].replace("\\", "/"): path for path in found.images}
+    prefix = len(os.fspath(layout.train)) + 1
+    images = {path[prefix:].rsplit(".", 1)[0].replace(os.sep, "/"): path for path in found.images}
     train_paths, train_names = read_list(layout.lists[0], images, layout.train)
     val_paths, val_names = read_list(layout.lists[1], images, layout.train)
     classes = sorted(set(train_names))

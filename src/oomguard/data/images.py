@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +25,20 @@ class FileDataset(ImageDataset):
     as it would have without the cache, and the loaders skip it.
     """
 
-    def __init__(self, paths: list[Path], labels: np.ndarray, targets: np.ndarray, scale: TargetScale,
-                 imgsz: int, cache: bool = False) -> None:
+    def __init__(self, paths: Sequence[str | Path], labels: np.ndarray, targets: np.ndarray,
+                 scale: TargetScale, imgsz: int, cache: bool = False) -> None:
         super().__init__(labels, targets, scale, imgsz)
-        self.paths = list(paths)
+        self.files = [os.fspath(path) for path in paths]  # strings: light to hold and to fork
         self.cached: list[np.ndarray | UnreadableImage] | None = None
         if cache:
-            self.cached = [self._decode_or_error(path) for path in self.paths]
+            self.cached = [self._decode_or_error(path) for path in self.files]
 
-    def _decode_or_error(self, path: Path) -> np.ndarray | UnreadableImage:
+    @property
+    def paths(self) -> list[Path]:
+        """The image files, in sample order."""
+        return [Path(path) for path in self.files]
+
+    def _decode_or_error(self, path: str) -> np.ndarray | UnreadableImage:
         try:
             return decode(path, self.imgsz)
         except UnreadableImage as err:
@@ -45,7 +52,7 @@ class FileDataset(ImageDataset):
 
     def load_image(self, index: int) -> np.ndarray:
         if self.cached is None:
-            return decode(self.paths[index], self.imgsz)
+            return decode(self.files[index], self.imgsz)
         image = self.cached[index]
         if isinstance(image, UnreadableImage):
             raise UnreadableImage(image.path, image.reason)

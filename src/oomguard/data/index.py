@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -67,32 +67,30 @@ class ImageIndex:
         files = stored.get("files")
         return files if isinstance(files, dict) else {}
 
-    def _key(self, path: str) -> str:
-        return path[len(self._prefix):] if path.startswith(self._prefix) else os.path.abspath(path)
-
-    def check(self, paths: list[Path]) -> list[str | None]:
+    def check(self, paths: Sequence[str | Path]) -> list[str | None]:
         """For each path, None when it reads as an image, else why not (``not found``, Pillow's words)."""
         reasons: list[str | None] = [None] * len(paths)
         todo: list[tuple[int, str, str, list[Any]]] = []  # (number, key, name, [size, mtime, reason])
+        prefix, cut, cached, seen = self._prefix, len(self._prefix), self._cached, self._seen
         for number, path in enumerate(paths):
-            name = os.fspath(path)
+            name = path if isinstance(path, str) else os.fspath(path)
             try:
                 stat = os.stat(name)
             except OSError as err:
                 reasons[number] = reason_of(err)
                 continue
-            key = self._key(name)
-            cached = self._cached.get(key)
-            if (isinstance(cached, list) and len(cached) == 3 and cached[0] == stat.st_size
-                    and cached[1] == stat.st_mtime_ns):
-                self._seen[key] = cached
-                reasons[number] = cached[2]
+            key = name[cut:] if name.startswith(prefix) else os.path.abspath(name)
+            entry = cached.get(key)
+            if (isinstance(entry, list) and len(entry) == 3 and entry[0] == stat.st_size
+                    and entry[1] == stat.st_mtime_ns):
+                seen[key] = entry
+                reasons[number] = entry[2]
             else:
                 todo.append((number, key, name, [stat.st_size, stat.st_mtime_ns, None]))
         for (number, key, _, entry), reason in zip(todo, self._check_files([item[2] for item in todo]),
                                                    strict=True):
             entry[2] = reason
-            self._seen[key] = entry
+            seen[key] = entry
             reasons[number] = reason
         self._checked += len(todo)
         return reasons

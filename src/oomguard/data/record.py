@@ -35,12 +35,12 @@ VERSION = 1
 class Skipped:
     """An image left out when the dataset was indexed."""
 
-    path: Path
+    path: str
     split: str  # train or val
     reason: str
 
 
-def relative(path: Path, root: Path) -> str:
+def relative(path: str | Path, root: Path) -> str:
     """``path`` relative to ``root`` (``/`` separated), or absolute when it is outside."""
     text, prefix = os.fspath(path), os.fspath(root) + os.sep
     if text.startswith(prefix):
@@ -49,8 +49,12 @@ def relative(path: Path, root: Path) -> str:
 
 
 def _split_record(entries: Entries, root: Path) -> dict[str, Any]:
-    record: dict[str, Any] = {"image": [relative(path, root) for path in entries.paths],
-                              "label": entries.labels.tolist()}
+    prefix = os.fspath(root) + os.sep
+    cut = len(prefix)
+    images = [path[cut:] if path.startswith(prefix) else relative(path, root) for path in entries.paths]
+    if os.sep != "/":
+        images = [name.replace(os.sep, "/") for name in images]
+    record: dict[str, Any] = {"image": images, "label": entries.labels.tolist()}
     if entries.values.shape[1]:
         record["targets"] = entries.values.tolist()
     return record
@@ -69,7 +73,8 @@ def write_record(file: Path, root: Path, sources: Sources, skipped: int) -> None
 
 def _entries(record: Any, root: Path, targets: int, file: Path) -> Entries:
     try:
-        paths = [root / name for name in record["image"]]
+        prefix = os.fspath(root) + os.sep
+        paths = [name if os.path.isabs(name) else prefix + name for name in record["image"]]
         values = np.asarray(record["targets"], dtype=np.float64) if targets else None
         return Entries.of(paths, record["label"], values, targets)
     except (KeyError, TypeError, ValueError) as err:

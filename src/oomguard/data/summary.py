@@ -26,7 +26,7 @@ class DataSummary:
     val: int
     root: Path | None = None
     skipped: list[Skipped] = field(default_factory=list)
-    ignored: list[Path] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
     recorded: Path | None = None  # the run's dataset.json, read by a resume
     skipped_before: int = 0  # left out when a resumed run started
     listed_in: Path | None = None  # the run's skipped.csv
@@ -38,7 +38,7 @@ class DataSummary:
                    indexed.skipped, sources.ignored, indexed.record if indexed.recorded else None,
                    indexed.skipped_before, indexed.skipped_list)
 
-    def _rel(self, path: Path) -> str:
+    def _rel(self, path: str) -> str:
         return relative(path, self.root) if self.root is not None else str(path)
 
     def lines(self) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from oomguard.data.entries import Entries, Sources
 from oomguard.errors import DataError
 
-Rows = tuple[list[Path], list[str], np.ndarray]  # files, labels, raw targets [N, T]
+Rows = tuple[list[str], list[str], np.ndarray]  # files, labels, raw targets [N, T]
 
 
 def _number(text: str, file: Path, line: int, column: str) -> float:
@@ -35,13 +36,13 @@ def _number(text: str, file: Path, line: int, column: str) -> float:
 
 
 def _row(row: dict[str, str | None], file: Path, line: int, root: Path, names: list[str]
-         ) -> tuple[Path, str, list[float]]:
+         ) -> tuple[str, str, list[float]]:
     """(image path, label, target values) of one csv row, checked."""
     where = f"{str(file)!r} line {line}"
     image = (row["image"] or "").strip()
     if not image:
         raise DataError(f"{where}: the image is empty; give every row an image path")
-    path = root / image
+    path = os.path.join(root, image)
     label = (row["label"] or "").strip()
     if not label:
         raise DataError(f"{where}: the label is empty; give every image a class name")
