@@ -206,3 +206,17 @@ def test_a_resume_reads_the_recorded_dataset_even_after_files_changed(tmp_path: 
     root.rename(moved)  # the dataset moved: data= its new place
     moved_train, _, _ = opened(moved, run=run)
     assert names(moved_train, moved) == names(train, root)
+
+
+def test_a_resume_on_a_folder_without_the_recorded_images_is_refused(tmp_path: Path) -> None:
+    root = classes_tree(tmp_path / "photos", {"x": 5, "y": 5})
+    other = classes_tree(tmp_path / "other", {"p": 5, "q": 5})
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    opened(root, run=run)
+    with pytest.raises(DataError) as err:
+        opened(other, run=run)
+    assert str(err.value) == (
+        f"none of the images recorded in {run.dataset} is under {str(other)!r} (such as "
+        f"{str(other / 'x' / 'x_000.png')!r}); resume with data= the folder the run started on, or where it "
+        "moved")

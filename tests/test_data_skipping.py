@@ -14,7 +14,8 @@ from oomguard.data.images import FileDataset
 from oomguard.data.loader import make_eval_loader, make_rank_loader, make_train_loader
 from oomguard.data.sampler import ResumableSampler, epoch_order
 from oomguard.data.shard import RankBatches
-from oomguard.data.skipping import SkipReport, Unreadable
+from oomguard.data.skipping import WARNED, SkipReport, Unreadable
+from oomguard.errors import DataError
 from oomguard.events import Data as DataEvent
 from oomguard.events import EventLog, load_events
 
@@ -149,3 +150,24 @@ def test_a_cached_dataset_skips_a_file_that_could_not_be_decoded_into_the_cache(
     loader = make_train_loader(cached, BATCH, sampler, workers=0, seed=SEED)
     assert [(batch["label"].tolist(), loader.skipped) for batch in loader] == expected_batches()
     assert torch.equal(cached[0]["image"], source[0]["image"])
+
+
+def test_an_epoch_with_nothing_readable_stops_with_words_not_an_empty_run(tmp_path: Path) -> None:
+    dataset = numbered_images(tmp_path / "gone", broken=tuple(range(COUNT)))
+    with pytest.raises(DataError) as err:
+        run_epoch(dataset, workers=0)
+    assert str(err.value) == ("none of the 40 images left in this epoch can be read (the last warnings say "
+                              "why); check that the dataset is still there, then resume")
+
+
+def test_warnings_stop_after_a_few_files_the_events_go_on(tmp_path: Path) -> None:
+    said: list[str] = []
+    log = EventLog(tmp_path / "events.jsonl")
+    report = SkipReport(log, said.append)
+    for number in range(WARNED + 5):
+        report(Unreadable(f"/d/{number}.png", "not found"), "train")
+        report(Unreadable(f"/d/{number}.png", "not found"), "train")
+    assert len(said) == WARNED + 1
+    assert said[-1] == (f"warning: more than {WARNED} image files cannot be read; the others are recorded as "
+                        "data events in events.jsonl only")
+    assert len(load_events(log.path)) == 2 * (WARNED + 5)  # type: ignore[arg-type]

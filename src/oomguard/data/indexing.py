@@ -14,6 +14,7 @@ an image that becomes unreadable later is skipped by the loaders.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from oomguard.errors import DataError
 from oomguard.rundir import RunDir
 
 NAMED = 5  # unreadable images named on the console; the rest are in skipped.csv
+PROBED = 32  # recorded images looked for when a run resumes
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,15 @@ def _readable(entries: Entries, reasons: list[str | None], split: str) -> tuple[
     return (entries.take(keep) if skipped else entries), skipped
 
 
+def _check_moved(sources: Sources, root: Path, record: Path) -> None:
+    """Refuse a resume whose ``data=`` holds none of the recorded images (a few, spread out, looked for)."""
+    paths = sources.train.paths
+    probe = paths[:: max(1, len(paths) // PROBED)][:PROBED]
+    if probe and not any(os.path.exists(path) for path in probe):
+        raise DataError(f"none of the images recorded in {record} is under {str(root)!r} (such as "
+                        f"{probe[0]!r}); resume with data= the folder the run started on, or where it moved")
+
+
 def check_sources(sources: Sources, root: Path, say: Say | None = None) -> tuple[Sources, list[Skipped]]:
     """``sources`` without the images that cannot be read, and those (cached checks: :mod:`.index`)."""
     index = ImageIndex(root, say)
@@ -74,6 +85,7 @@ def index_files(root: Path, find: Callable[[], Sources], run: RunDir | None, *, 
     recorded = read_record(run.dataset, root) if run is not None else None
     if recorded is not None:
         assert run is not None
+        _check_moved(recorded[0], root, run.dataset)
         return Indexed(recorded[0], recorded=True, skipped_before=recorded[1], record=run.dataset)
     found = find()
     sources, skipped = check_sources(found, root, say)

@@ -27,6 +27,7 @@ from oomguard.data.skipping import (
     collate_readable,
     collate_substituted,
     no_readable,
+    none_readable,
 )
 
 
@@ -107,7 +108,9 @@ class TrainBatches:
     def __iter__(self) -> Iterator[Any]:
         pieces: list[tuple[Any, list[int]]] = []  # readable samples waiting, with the gap before each
         waiting = gap = 0  # samples in pieces; unreadable positions since the last readable one
+        yielded = unreadable = 0
         for loaded in self.loader:
+            unreadable += len(loaded.unreadable)
             self._report(loaded)
             if not self.complete:  # a rank's slice: unreadable ones were replaced (collate_substituted)
                 if loaded.batch is None:
@@ -117,6 +120,7 @@ class TrainBatches:
                 continue
             if not pieces and not gap and not loaded.unreadable and loaded.size == self.batch:
                 self.skipped = 0
+                yielded += 1
                 yield loaded.batch  # the usual case: nothing to complete
                 continue
             gaps, previous = [], -1
@@ -131,11 +135,14 @@ class TrainBatches:
                 batch, passed = _take(pieces, self.batch)
                 waiting -= self.batch
                 self.skipped = passed
+                yielded += 1
                 yield batch
         if waiting:
             batch, passed = _take(pieces, waiting)
             self.skipped = passed + gap  # the epoch's last batch also passes over unreadable ones after it
             yield batch
+        elif unreadable >= self.batch and not yielded:  # not a batch's worth readable: nothing to train on
+            raise none_readable(unreadable)
 
 
 def _take(pieces: list[tuple[Any, list[int]]], count: int) -> tuple[Any, int]:

@@ -114,8 +114,15 @@ Where = Callable[[], tuple[int, int]]  # (epoch, step), both from 1, of the batc
 Report = Callable[[Unreadable, str], None]  # what a loader calls for each unreadable sample, and the phase
 
 
+WARNED = 10  # files warned about on the console; the rest are in the events only
+
+
 class SkipReport:
-    """Reports unreadable samples: a ``data`` event each time, a console warning once per file."""
+    """Reports unreadable samples: a ``data`` event each time, a console warning once per file.
+
+    After :data:`WARNED` files one more line says that the others are in the
+    events only (a disk that went away should not flood the console).
+    """
 
     def __init__(self, events: EventLog | None = None, say: Callable[[str], None] | None = None,
                  where: Where | None = None) -> None:
@@ -129,13 +136,22 @@ class SkipReport:
         if self.events is not None:
             self.events.emit(ev.Data(action="skip", phase=phase, epoch=epoch, step=step, path=unreadable.path,
                                      reason=unreadable.reason))
-        if self.say is not None and unreadable.path not in self.warned:
+        if self.say is not None and unreadable.path not in self.warned and len(self.warned) < WARNED:
             where = f" at epoch {epoch} step {step}" if epoch is not None and phase == "train" else ""
             what = ("left out of its batch, which is completed from the next images" if phase == "train"
                     else "left out of validation")
             self.say(f"warning: image file {unreadable.path!r} cannot be read ({unreadable.reason}){where}; "
                      f"{what}: fix or remove it")
+        elif self.say is not None and unreadable.path not in self.warned and len(self.warned) == WARNED:
+            self.say(f"warning: more than {WARNED} image files cannot be read; the others are recorded as "
+                     "data events in events.jsonl only")
         self.warned.add(unreadable.path)
+
+
+def none_readable(skipped: int) -> DataError:
+    """The error of an epoch none of whose images could be read: nothing to train on (a disk gone?)."""
+    return DataError(f"none of the {skipped} images left in this epoch can be read (the last warnings say "
+                     "why); check that the dataset is still there, then resume")
 
 
 def no_readable(unreadable: list[Unreadable]) -> DataError:
