@@ -9,13 +9,34 @@ import pytest
 import torch
 from PIL import Image
 
-from oomguard.data import find_layout
-from oomguard.data.folder import folder_datasets
-from oomguard.data.images import decode
-from oomguard.data.table import table_datasets
+from oomguard.config import Config
+from oomguard.data import find_layout, open_datasets
+from oomguard.data.images import FileDataset, decode
 from oomguard.errors import ConfigError, DataError
 
 EXTS = "(.jpg, .jpeg, .png, .bmp, .webp)"
+LAYOUTS = "DATA/<class>/*.jpg, DATA/train/<class>/*.jpg (with val/ or not) or food-101's images/ + meta/"
+
+
+@pytest.fixture(autouse=True)
+def _cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OOMGUARD_CACHE", str(tmp_path / "cache"))
+
+
+def folder_datasets(root: Path, imgsz: int, dev_samples: int | None, cache: bool
+                    ) -> tuple[FileDataset, FileDataset, list[str]]:
+    config = Config(data=str(root), dev_samples=dev_samples, cache=cache)
+    opened = open_datasets(config, "folder", imgsz, with_targets=False)
+    assert isinstance(opened.train, FileDataset) and isinstance(opened.val, FileDataset)
+    return opened.train, opened.val, opened.classes
+
+
+def table_datasets(root: Path, imgsz: int, dev_samples: int | None, cache: bool, with_targets: bool
+                   ) -> tuple[FileDataset, FileDataset, list[str]]:
+    config = Config(data=str(root), dev_samples=dev_samples, cache=cache)
+    opened = open_datasets(config, "table", imgsz, with_targets=with_targets)
+    assert isinstance(opened.train, FileDataset) and isinstance(opened.val, FileDataset)
+    return opened.train, opened.val, opened.classes
 
 
 def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (20, 16)) -> Path:
@@ -97,9 +118,7 @@ def test_folder_errors(tmp_path: Path, folder: Path) -> None:
 
     missing = tmp_path / "nothing"
     assert message(missing) == (
-        f"data directory {str(missing / 'train')!r} not found; the classify layout is "
-        "DATA/train/<class>/*.jpg and DATA/val/<class>/*.jpg"
-    )
+        f"data directory {str(missing)!r} not found; the classify layouts are {LAYOUTS}")
     (tmp_path / "flat" / "train").mkdir(parents=True)
     assert message(tmp_path / "flat") == (
         f"{str(tmp_path / 'flat' / 'train')!r} has no class directories; "
@@ -150,8 +169,9 @@ def test_table_errors(table: Path) -> None:
         f"{str(train_csv)!r} line 2: column 'calories' has 'lots', not a number; every column besides "
         "image and label is a regression target and must be numeric"
     )
-    train_csv.write_text("image,label,calories\nimg/9.png,soup,1\n")
-    assert message() == f"{str(train_csv)!r} line 2: image file {str(table / 'img' / '9.png')!r} not found"
+    train_csv.write_text("image,label,calories\nimg/9.png,cake,1\n")  # missing: left out as unreadable
+    assert message() == (f"none of the 1 training images under {str(table)!r} can be read "
+                         "(img/9.png (not found)); fix the files")
     train_csv.write_text("image,label,calories\nimg/0.png, ,1\n")
     assert message() == f"{str(train_csv)!r} line 2: the label is empty; give every image a class name"
     train_csv.write_text("image,label,calories,protein\n")
@@ -177,8 +197,8 @@ def test_find_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         find_layout(str(tmp_path))
     assert str(err.value) == (
-        f"data directory {str(tmp_path)!r} has neither train.csv nor train/; use DATA/train/<class>/*.jpg "
-        "(classify) or DATA/train.csv with columns image,label,<targets> (multitask)"
+        f"data directory {str(tmp_path)!r} has neither train.csv nor image folders; use {LAYOUTS} "
+        "(classify), or DATA/train.csv with columns image,label,<targets> (multitask)"
     )
     with pytest.raises(ConfigError) as err:
         find_layout("builtin:mnist")

@@ -62,13 +62,24 @@ def test_yolov8n_trains_two_epochs_into_a_run_directory(tmp_path: Path) -> None:
     assert all(float(row["train_loss"]) > 0 and int(row["microbatch"]) == plan["microbatch"] for row in table)
     kinds = [event["event"] for event in log]
     assert kinds[:2] == ["start", "plan"] and kinds[-1] == "finish" and kinds.count("checkpoint") == 2
+    (indexed,) = [e for e in log if e["event"] == "data"]  # ultralytics' own checks, summed up
+    assert (indexed["train"], indexed["val"], indexed["classes"], indexed["skipped"]) == (16, 4, 2, 0)
 
-    # Ultralytics' own weights of that run as the model of a new one (a .pt instead of a .yaml).
+    # Ultralytics' own weights of that run as the model of a new one (a .pt instead of a .yaml), on data
+    # with an image broken since: ultralytics leaves it out, and the run's events and skipped.csv say so.
+    broken = tmp_path / "boxes" / "images" / "train" / "3.png"
+    broken.write_bytes(broken.read_bytes()[:200])
     weights_file = run / "yolo" / "weights" / "best.pt"
     again = oomguard("train", "--no-supervise", *args(data, 1), f"model={weights_file}", "name=again",
                      cwd=tmp_path, env=ENV)
     assert again.returncode == 0, again.stderr
     assert [int(row["epoch"]) for row in rows(tmp_path / "runs" / "again")] == [1]
+    (indexed,) = [e for e in events(tmp_path / "runs" / "again") if e["event"] == "data"]
+    assert (indexed["train"], indexed["skipped"], indexed["skipped_files"]) == (15, 1, [str(broken)])
+    with open(tmp_path / "runs" / "again" / "skipped.csv", newline="") as file:
+        (row,) = list(csv.DictReader(file))
+    assert (row["image"], row["split"]) == ("images/train/3.png", "train") and row["reason"]
+    assert "data: ultralytics left out 1 corrupt image (its warnings above)" in again.stdout
 
 
 def test_a_detection_run_killed_mid_epoch_is_restarted_and_finishes(tmp_path: Path) -> None:
@@ -296,3 +307,4 @@ def test_the_effective_batch_is_plain_ultralytics_own_with_and_without_a_smaller
     (row,) = rows(tmp_path / "runs" / "tight")
     assert int(row["microbatch"]) < 16
     assert int(row["effective_batch"]) == expected
+

@@ -78,7 +78,7 @@ def test_resolution_errors(tmp_path: Path) -> None:
         build_task(Config(data=str(folder), task="multitask"))
     assert str(data_err.value) == (
         f"task=multitask needs {folder}/train.csv with columns image,label,<targets>; "
-        f"{str(folder)!r} has only train/<class>/ folders (use task=classify)"
+        f"{str(folder)!r} has only image folders (use task=classify)"
     )
 
 

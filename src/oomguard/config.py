@@ -117,6 +117,11 @@ class Config(BaseModel):
     allow_degrade: bool = _key(False, "after memory kills, the supervisor may also lower imgsz",
                                "true or false")
     cache: bool = _key(False, "hold decoded images in RAM", "true or false")
+    val_fraction: float = _key(0.1, "image folders without val/: the share of each class held out for "
+                               "validation (seeded by seed, recorded in the run)",
+                               "a number between 0 and 1, like 0.1", gt=0, lt=1)
+    strict_data: bool = _key(False, "refuse to train when any image cannot be read (default: leave it out "
+                             "with a warning)", "true or false")
     reg_weight: float = _key(1.0, "multitask: weight of the regression loss", "a non-negative number", ge=0)
     label_smoothing: float = _key(0.0, "label smoothing of the classification loss", "a number in [0, 1)",
                                   ge=0, lt=1)

@@ -326,15 +326,31 @@ class SamplerTrouble(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Data(Event):
-    """What indexing a dataset found: its layout and split, images left out and why."""
+    """The dataset: what indexing found (``action`` ``index``) or an image skipped in a loader (``skip``).
+
+    ``index``: the layout and where validation comes from, the images of each
+    split, those left out because they cannot be read (``skipped``, the first
+    of them named in ``skipped_files``, all in ``listed_in``) and the files in
+    class folders that are not images (``ignored``); ``recorded`` when a
+    resume read the run's ``dataset.json`` instead. ``skip``: an image that
+    could not be read when a batch was loaded (``phase`` train or val), left
+    out of it at ``epoch``/``step`` (numbered from 1) for ``reason``.
+    """
 
     kind: ClassVar[str] = "data"
-    layout: str
-    train: int
-    val: int
-    skipped: int = 0
+    action: str
+    layout: str | None = None
+    validation: str | None = None
+    classes: int | None = None
+    train: int | None = None
+    val: int | None = None
+    skipped: int | None = None
     skipped_files: list[str] | None = None
-    split: str | None = None
+    listed_in: str | None = None
+    ignored: int | None = None
+    recorded: bool | None = None
+    phase: str | None = None
+    epoch: int | None = None
     step: int | None = None
     path: str | None = None
     reason: str | None = None

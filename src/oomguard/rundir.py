@@ -44,6 +44,16 @@ class RunDir:
         return self.root / "memory.csv"
 
     @property
+    def dataset(self) -> Path:
+        """The images the run trains and validates on, as indexed when it started (a resume reads it)."""
+        return self.root / "dataset.json"
+
+    @property
+    def skipped(self) -> Path:
+        """The images left out when the run started because they cannot be read, and why."""
+        return self.root / "skipped.csv"
+
+    @property
     def log(self) -> Path:
         return self.root / "train.log"
 

@@ -1,41 +1,18 @@
-"""Datasets of image files on disk, decoded with Pillow, optionally cached in RAM.
-
-Big photos are shrunk right after decoding (to 1.5 times the training size on
-the short side), so neither the cache nor a worker ever holds a 12-megapixel
-array for a 224-pixel model: decoding memory is what kills laptop runs.
-"""
+"""Datasets of image files on disk, decoded with Pillow (:mod:`.decode`), optionally cached in RAM."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from oomguard.data.dataset import ImageDataset, TargetScale
-from oomguard.errors import DataError
+from oomguard.data.dataset import ImageDataset, TargetScale, dev_limits, subset_indices
+from oomguard.data.decode import UnreadableImage, decode
+from oomguard.data.entries import Sources
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Decoded images keep a short side of at most KEEP_FACTOR * imgsz pixels: enough for a 0.6-area
-# crop (0.77 of the side) to be resized down, never up, at about half the memory of 2x.
-KEEP_FACTOR = 1.5
-
-
-def decode(path: Path, imgsz: int) -> np.ndarray:
-    """The image at ``path`` as uint8 HxWx3 RGB, short side at most ``KEEP_FACTOR * imgsz``."""
-    limit = round(KEEP_FACTOR * imgsz)
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (limit, limit))  # JPEG: let the decoder downscale by 2/4/8 for free
-            rgb = image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"image file {str(path)!r} cannot be read ({err}); fix or remove it") from None
-    short = min(rgb.size)
-    if short > limit:
-        scale = limit / short
-        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-        rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.array(rgb)  # writable, so torch.from_numpy does not warn
+__all__ = ["FileDataset", "decode", "file_datasets"]
 
 
 class FileDataset(ImageDataset):
@@ -43,30 +20,57 @@ class FileDataset(ImageDataset):
 
     With ``cache=True`` every image is decoded once, here in the main process,
     so loader workers forked later share the decoded arrays instead of each
-    decoding (and holding) its own copy.
+    decoding (and holding) its own copy. A file that cannot be decoded then
+    is remembered as unreadable: loading it raises :class:`UnreadableImage`,
+    as it would have without the cache, and the loaders skip it.
     """
 
-    def __init__(self, paths: list[Path], labels: np.ndarray, targets: np.ndarray, scale: TargetScale,
-                 imgsz: int, cache: bool = False) -> None:
+    def __init__(self, paths: Sequence[str | Path], labels: np.ndarray, targets: np.ndarray,
+                 scale: TargetScale, imgsz: int, cache: bool = False) -> None:
         super().__init__(labels, targets, scale, imgsz)
-        self.paths = list(paths)
-        self.cached: list[np.ndarray] | None = None
+        self.files = [os.fspath(path) for path in paths]  # strings: light to hold and to fork
+        self.cached: list[np.ndarray | UnreadableImage] | None = None
         if cache:
-            self.cached = [decode(path, imgsz) for path in self.paths]
+            self.cached = [self._decode_or_error(path) for path in self.files]
+
+    @property
+    def paths(self) -> list[Path]:
+        """The image files, in sample order."""
+        return [Path(path) for path in self.files]
+
+    def _decode_or_error(self, path: str) -> np.ndarray | UnreadableImage:
+        try:
+            return decode(path, self.imgsz)
+        except UnreadableImage as err:
+            return err
 
     @property
     def cache_bytes(self) -> int:
-        return sum(image.nbytes for image in self.cached) if self.cached is not None else 0
+        if self.cached is None:
+            return 0
+        return sum(image.nbytes for image in self.cached if isinstance(image, np.ndarray))
 
     def load_image(self, index: int) -> np.ndarray:
-        if self.cached is not None:
-            return self.cached[index]
-        return decode(self.paths[index], self.imgsz)
+        if self.cached is None:
+            return decode(self.files[index], self.imgsz)
+        image = self.cached[index]
+        if isinstance(image, UnreadableImage):
+            raise UnreadableImage(image.path, image.reason)
+        return image
 
 
-def image_files(directory: Path) -> list[Path]:
-    """Image files under ``directory`` (recursively, hidden files skipped), sorted."""
-    return sorted(
-        path for path in directory.rglob("*")
-        if path.suffix.lower() in EXTENSIONS and not path.name.startswith(".") and path.is_file()
-    )
+def file_datasets(sources: Sources, imgsz: int, dev_samples: int | None, cache: bool, with_targets: bool
+                  ) -> tuple[FileDataset, FileDataset]:
+    """(train, val) of ``sources``, ``dev_samples`` of them at most; ``with_targets=False`` drops targets.
+
+    Targets are standardised with the mean and std of the training images used.
+    """
+    names = sources.targets if with_targets else []
+    picked = []
+    for entries, limit in zip((sources.train, sources.val), dev_limits(dev_samples), strict=True):
+        chosen = entries.take(subset_indices(len(entries), limit))
+        values = chosen.values if with_targets else np.zeros((len(chosen), 0))
+        picked.append((chosen.paths, chosen.labels, values))
+    scale = TargetScale.fit(names, picked[0][2])
+    train, val = (FileDataset(paths, labels, values, scale, imgsz, cache) for paths, labels, values in picked)
+    return train, val

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oomguard.data.cache_dir import cache_root
 from oomguard.data.dataset import ArrayDataset, TargetScale, dev_limits, subset_indices
 from oomguard.data.render import SHAPES, render
 
@@ -36,14 +37,6 @@ class Split:
     images: np.ndarray  # uint8 [N, S, S, 3]
     labels: np.ndarray  # int64 [N]
     targets: np.ndarray  # float32 [N, 2], original units
-
-
-def cache_root() -> Path:
-    """``$OOMGUARD_CACHE``, else ``$XDG_CACHE_HOME/oomguard``, else ``~/.cache/oomguard``."""
-    if os.environ.get("OOMGUARD_CACHE"):
-        return Path(os.environ["OOMGUARD_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "oomguard"
 
 
 def generate(count: int, seed: int, size: int = IMAGE_SIZE) -> Split:

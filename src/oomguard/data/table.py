@@ -3,22 +3,23 @@
 Columns: ``image`` (a path relative to DATA), ``label`` (a class name) and any
 number of numeric columns, each a regression target. Targets are standardised
 with the train set's mean and std (kept in ``TargetScale`` to report MAE in the
-original units). Classes are the sorted labels of train.csv.
+original units). Classes are the sorted labels of train.csv. A row whose image
+file is missing is reported as the corrupt images are, when the images are checked.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from oomguard.data.dataset import TargetScale, dev_limits, subset_indices
-from oomguard.data.images import FileDataset
+from oomguard.data.entries import Entries, Sources
 from oomguard.errors import DataError
 
-Rows = tuple[list[Path], list[str], np.ndarray]  # files, labels, raw targets [N, T]
+Rows = tuple[list[str], list[str], np.ndarray]  # files, labels, raw targets [N, T]
 
 
 def _number(text: str, file: Path, line: int, column: str) -> float:
@@ -35,12 +36,13 @@ def _number(text: str, file: Path, line: int, column: str) -> float:
 
 
 def _row(row: dict[str, str | None], file: Path, line: int, root: Path, names: list[str]
-         ) -> tuple[Path, str, list[float]]:
+         ) -> tuple[str, str, list[float]]:
     """(image path, label, target values) of one csv row, checked."""
     where = f"{str(file)!r} line {line}"
-    path = root / (row["image"] or "").strip()
-    if not path.is_file():
-        raise DataError(f"{where}: image file {str(path)!r} not found")
+    image = (row["image"] or "").strip()
+    if not image:
+        raise DataError(f"{where}: the image is empty; give every row an image path")
+    path = os.path.join(root, image)
     label = (row["label"] or "").strip()
     if not label:
         raise DataError(f"{where}: the label is empty; give every image a class name")
@@ -73,9 +75,8 @@ def read_table(file: Path, root: Path, target_names: list[str] | None) -> tuple[
     return (paths, labels, np.asarray(values, dtype=np.float64).reshape(len(paths), len(names))), names
 
 
-def table_datasets(root: Path, imgsz: int, dev_samples: int | None, cache: bool, with_targets: bool
-                   ) -> tuple[FileDataset, FileDataset, list[str]]:
-    """(train, val, classes) for the csv layout under ``root``; ``with_targets=False`` ignores targets."""
+def table_sources(root: Path, with_targets: bool) -> Sources:
+    """Both splits of the csv layout under ``root``; ``with_targets=False`` ignores the target columns."""
     (train_paths, train_labels, train_values), names = read_table(
         root / "train.csv", root, None if with_targets else []
     )
@@ -87,11 +88,6 @@ def table_datasets(root: Path, imgsz: int, dev_samples: int | None, cache: bool,
             f"val.csv has label {unknown[0]!r} that train.csv lacks; every val class must appear in train"
         )
     index = {name: number for number, name in enumerate(classes)}
-    picked = []
-    for paths, labels, values, limit in zip((train_paths, val_paths), (train_labels, val_labels),
-                                            (train_values, val_values), dev_limits(dev_samples), strict=True):
-        keep = subset_indices(len(paths), limit)
-        picked.append(([paths[i] for i in keep], np.asarray([index[labels[i]] for i in keep]), values[keep]))
-    scale = TargetScale.fit(names, picked[0][2])
-    train, val = (FileDataset(*split, scale=scale, imgsz=imgsz, cache=cache) for split in picked)
-    return train, val, classes
+    train = Entries.of(train_paths, [index[label] for label in train_labels], train_values)
+    val = Entries.of(val_paths, [index[label] for label in val_labels], val_values)
+    return Sources("train.csv and val.csv", "val.csv", classes, names, train, val)

@@ -6,7 +6,7 @@
 
     lock the run directory (a group's launcher holds it for its ranks)
     stages.first(resume)          -> the State to train: stage 0, or where the newest checkpoint left off
-    start event
+    start event; the data event and its console lines (layout, split, images left out)
     for each stage from there:    stage event; fit(state, callbacks) under Ctrl-C handling
         a stop request ends the loop (a signal, memory pressure, failing checkpoints)
     finish or stop event, the console line that says what comes next
@@ -58,6 +58,8 @@ def run_training(config: Config, run: RunDir, resume: bool, group: Group | None 
                            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
                            ranks=group.world if group is not None else None, pids=pids,
                            steps_per_epoch=state.steps_per_epoch)
+        if main and state.task.data is not None:
+            state.task.data.announce(events, printer.print)  # the layout, the split, images left out
         if resumed is not None:
             printer.print(f"resuming {run.root} from {resumed.name}: epoch {state.epoch + 1}, "
                           f"sample {state.position}, step {state.step}")

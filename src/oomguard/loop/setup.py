@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from oomguard.config import Config
 from oomguard.data.loader import make_eval_loader, make_rank_loader, make_train_loader
 from oomguard.data.sampler import ResumableSampler
 from oomguard.data.shard import RankBatches
+from oomguard.data.skipping import SkipReport
 from oomguard.devices import Device, get_device
 from oomguard.distributed.group import Group
 from oomguard.engine.guard import Guard
@@ -79,17 +81,19 @@ def data_parallel(model: torch.nn.Module, device: Device) -> torch.nn.Module:
 
 
 def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = True,
-                group: Group | None = None) -> State:
+                group: Group | None = None, say: Callable[[str], None] | None = None) -> State:
     """Everything the loop needs, fresh; a resume then loads a checkpoint into it.
 
     In a data-parallel ``group`` the Guard trains a DistributedDataParallel
     wrapper (State.model stays the plain module, for checkpoints and
     evaluation), each rank loads its slice of every global batch and
-    evaluates its slice of the validation set.
+    evaluates its slice of the validation set. ``say`` gets the data's
+    console lines: its layout, images left out, images that became unreadable.
     """
     seed_everything(config.seed, config.deterministic)
     device = rank_device(config, group.local_rank if group is not None else None)
-    task = build_task(config)
+    main = group is None or group.is_main
+    task = build_task(config, run, say, main=main)
     model = task.build_model().to(device.torch_device)
     optimizer = make_optimizer(config, model)
     amp_dtype, scaler = amp_settings(config, device)
@@ -106,15 +110,19 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
         budget_share=group.local_world if group is not None else 1, min_available=config.min_available,
     )
     sampler = ResumableSampler(len(task.train_set), seed=config.seed)
+    # An image unreadable when its batch loads: an event (every rank's), a warning (rank 0's).
+    report = SkipReport(events, say if main else None,
+                        where=lambda: (state.epoch_offset + state.epoch + 1, state.step + 1))
     eval_batch = max(config.batch, config.val_batch if isinstance(config.val_batch, int) else 0)
     if group is None:
-        train_loader = make_train_loader(task.train_set, config.batch, sampler, config.workers, config.seed)
+        train_loader = make_train_loader(task.train_set, config.batch, sampler, config.workers, config.seed,
+                                         report=report)
         val_set = task.val_set
     else:
         batches = RankBatches(sampler, config.batch, group.rank, group.world)
-        train_loader = make_rank_loader(task.train_set, batches, config.workers, config.seed)
+        train_loader = make_rank_loader(task.train_set, batches, config.workers, config.seed, report=report)
         val_set = Subset(task.val_set, range(group.rank, len(task.val_set), group.world))  # type: ignore[assignment]
-    val_loader = make_eval_loader(val_set, eval_batch, config.workers)
+    val_loader = make_eval_loader(val_set, eval_batch, config.workers, report=report)
     steps_per_epoch = -(-len(task.train_set) // config.batch)
     state = State(
         config=config, run=run, device=device, task=task, model=model, optimizer=optimizer,

@@ -71,7 +71,7 @@ class Stages:
 
     def _open(self, index: int, weights: dict[str, torch.Tensor] | None = None, epoch_offset: int = 0,
               step_offset: int = 0, best: float | None = None) -> State:
-        state = build_state(self.configs[index], self.run, self.events, group=self.group)
+        state = build_state(self.configs[index], self.run, self.events, group=self.group, say=self.say)
         if self.staged:
             state.stage = index
             state.epoch_offset, state.step_offset, state.step = epoch_offset, step_offset, step_offset

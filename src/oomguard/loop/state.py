@@ -18,6 +18,7 @@ from oomguard.memory.sampler import MemorySampler
 from oomguard.rundir import RunDir
 
 if TYPE_CHECKING:
+    from oomguard.data.loader import TrainBatches
     from oomguard.data.sampler import ResumableSampler
     from oomguard.distributed.group import Group
     from oomguard.engine.guard import Guard
@@ -43,7 +44,7 @@ class State:
     sampler: ResumableSampler
     events: EventLog
     memory: MemorySampler
-    train_loader: Iterable[Any]
+    train_loader: TrainBatches
     val_loader: Iterable[Any]
     steps_per_epoch: int
     scaler: torch.amp.GradScaler | None = None

@@ -9,7 +9,7 @@
         for batch in train_loader:
             set lr for this step
             loss = guard.step(batch, task.loss)    # fits the memory budget, never loses the step
-            state.step += 1; state.position += len(batch)
+            state.step += 1; state.position += len(batch) + unreadable images it passed over
             callbacks.on_step_end(state)           # progress, timed checkpoints, pressure
             stop here if a callback or a signal asked to
         every val_every epochs and at the last: state.metrics = validate(state)
@@ -77,7 +77,8 @@ def train_epoch(state: State, callbacks: Callback) -> None:
         state.loss_sum += loss_sum
         state.loss_samples += size
         state.step += 1
-        state.position += size
+        # Unreadable images the batch passed over are positions of the order too: a resume starts after them.
+        state.position += size + state.train_loader.skipped
         state.memory.step = state.step
         if state.config.release_every and state.step % state.config.release_every == 0:
             state.device.empty_cache()  # a safer plan chosen after a memory kill

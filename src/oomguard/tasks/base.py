@@ -17,6 +17,7 @@ from torch import nn
 
 from oomguard.config import Config
 from oomguard.data.dataset import ImageDataset
+from oomguard.data.summary import DataSummary
 from oomguard.models import build_model
 
 Batch = dict[str, torch.Tensor]
@@ -35,8 +36,9 @@ class Task:
     primary_metric = "accuracy"  # higher is better; picks best.pt
 
     def __init__(self, config: Config, classes: list[str], train_set: ImageDataset, val_set: ImageDataset,
-                 imgsz: int) -> None:
+                 imgsz: int, data: DataSummary | None = None) -> None:
         self.config = config
+        self.data = data  # what the data is (layout, split, images left out): announced as training starts
         self.classes = classes
         self.train_set = train_set
         self.val_set = val_set

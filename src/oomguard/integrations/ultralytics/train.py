@@ -8,7 +8,8 @@
     for each stage not finished yet (one without ``stages:``):
         images per step: microbatch= or the probe's plan, keeping ultralytics' effective batch
         YOLO(model).train(..., batch=<that>, nbs=<nbs>) or resume=True from the stage's own last.pt
-        callbacks: epoch rows and weights (Recorder), pressure in training and validation
+        callbacks: the data event (what ultralytics' checks left out), epoch rows and weights (Recorder),
+                   pressure in training and validation
     finish event, or a stop event and exit status 75 when memory pressure persisted
 
 Ultralytics' own files live in ``RUN/yolo/`` (its ``last.pt`` pickles the
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from oomguard.config import Config
 from oomguard.events import EventLog
 from oomguard.integrations.ultralytics.checks import check_detect_config
+from oomguard.integrations.ultralytics.data import DataRecorder
 from oomguard.integrations.ultralytics.plan import DEFAULT_NBS, plan_batch
 from oomguard.integrations.ultralytics.pressure import PressureCallbacks, PressureExit
 from oomguard.integrations.ultralytics.record import Recorder
@@ -72,6 +74,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
     done = [finished_epochs(stage) if resume else 0 for stage in stages]
     announce_start(events, config, resume=any(done), device=str(device.torch_device), budget=budget.limit)
     recorder = Recorder(run, events, staged=bool(config.stages), keep=config.keep)
+    data = DataRecorder(run, events, say)  # what ultralytics' own checks left out
     sampler = MemorySampler(device, run.memory, interval=config.sample_every)
     sampler.add_listener(lambda sample: recorder.track(sample.used))
     pressure = PressureCallbacks(config.min_available, device, events, sampler, lambda: recorder.peak, say,
@@ -87,7 +90,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
         for stage, finished in zip(stages, done, strict=True):
             if finished < stage.config.epochs:
                 _train_stage(stage, finished, previous, device, budget.limit, events, recorder, pressure,
-                             say)
+                             data, say)
                 trained = True
             previous = str(stage.last)  # the next stage starts from this one's weights
     except PressureExit as exit_:
@@ -103,7 +106,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
 
 
 def _train_stage(stage: DetectStage, finished: int, previous: str, device: Device, budget: int | None,
-                 events: EventLog, recorder: Recorder, pressure: PressureCallbacks,
+                 events: EventLog, recorder: Recorder, pressure: PressureCallbacks, data: DataRecorder,
                  say: Callable[[str], None]) -> None:
     """One ultralytics training: ``resume=True`` of the stage's ``last.pt``, or anew from ``previous``."""
     from ultralytics import YOLO
@@ -119,7 +122,8 @@ def _train_stage(stage: DetectStage, finished: int, previous: str, device: Devic
     recorder.begin(stage.index if stage.overrides is not None else None, stage.epoch_offset, batch)
     pressure.stage(stage.epoch_offset, batch)
     model = YOLO(str(stage.last) if resuming else previous)
-    for name, callback in (("on_train_start", recorder.on_train_start),
+    for name, callback in (("on_pretrain_routine_end", data.on_pretrain_routine_end),
+                           ("on_train_start", recorder.on_train_start),
                            ("on_train_epoch_start", recorder.on_train_epoch_start),
                            ("on_train_epoch_start", pressure.on_train_epoch_start),
                            ("on_fit_epoch_end", recorder.on_fit_epoch_end),
