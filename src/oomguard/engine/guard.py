@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from oomguard import events as ev
+from oomguard import host
 from oomguard.devices import Device, get_device
 from oomguard.devices.base import OverBudget, is_oom
 from oomguard.engine.ddp import PeerOutOfMemory, StepSync
@@ -39,7 +40,7 @@ from oomguard.engine.recovery import MemoryModel
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, MemoryBudgetError
 from oomguard.events import EventLog
 from oomguard.memory.budget import Budget, resolve_budget
 from oomguard.memory.meter import MemoryMeter
@@ -48,6 +49,10 @@ from oomguard.units import parse_memory_limit
 
 #: Share of a host-memory budget above which the heap is trimmed before each step.
 NEAR_BUDGET = 0.75
+#: An optimizer step predicted to reach this share of a hard limit is copied first, so it can be redone.
+UPDATE_MARGIN = 0.9
+#: Tries of one optimizer update: as it is, after emptying the cache, tensor by tensor.
+UPDATE_ATTEMPTS = 3
 
 
 def _size_arg(name: str, value: int | str) -> int:
@@ -74,8 +79,7 @@ def _device_of(model: nn.Module, device: Device | str | None) -> Device:
     if isinstance(device, str):
         return get_device(device)
     first = next(model.parameters(), None)
-    where = first.device if first is not None else torch.device("cpu")
-    return get_device(where.type if where.index is None else f"{where.type}:{where.index}")
+    return get_device(str(first.device) if first is not None else "cpu")  # "mps:0", "cuda:1", "cpu"
 
 
 class Guard:
@@ -98,10 +102,9 @@ class Guard:
         eval_size = _size_arg("eval_microbatch", eval_microbatch)
         self.model, self.optimizer = model, optimizer
         self.device = _device_of(model, device)
-        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap,
-                                             share=budget_share)
-        if self.budget.limit is not None and self.device.has_hard_limit:
-            self.device.set_hard_limit(self.budget.limit)
+        budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap, share=budget_share)
+        if budget.limit is not None and self.device.has_hard_limit:
+            self.device.set_hard_limit(budget.limit, host.tree_rss() if self.device.unified else 0)
         run = Path(run_dir) if run_dir is not None else None
         self.events = events if events is not None else EventLog(run / "events.jsonl" if run else None)
         self._own_sampler = sampler is None and run is not None
@@ -109,14 +112,14 @@ class Guard:
             sampler = MemorySampler(self.device, run / "memory.csv").start()
         self.sampler = sampler
         self.meter = MemoryMeter(self.device, sampler)
-        check = self.budget.limit if self.device.unified else None  # hard-limit backends raise themselves
+        check = budget.limit if self.device.unified else None  # the OS kills before a hard limit is reached
         self.runner = Runner(model, optimizer, self.device, self.meter, check, scaler, amp_dtype,
                              clip_grad_norm)
         train_size = min(train_size, ceiling) if ceiling and train_size else train_size
         top = train_size or ceiling or None
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
         evaluation = Phase("eval", eval_size, eval_size or ceiling, auto=not eval_size)
-        self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
+        self.sizer = Sizer(train, evaluation, budget, self.device, self.meter, self.events, headroom,
                            grow_after)
         self.last_plan: Plan | None = None
         self.sync: StepSync | None = None
@@ -128,6 +131,13 @@ class Guard:
         #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
+        #: Bytes the last optimizer step added over its start (None: not measured since the last change).
+        self.update_extra: int | None = None
+
+    @property
+    def budget(self) -> Budget:
+        """The budget in force: ``memory_limit``'s, or lower once the device showed it has less free."""
+        return self.sizer.budget
 
     @property
     def microbatch(self) -> int:
@@ -176,10 +186,14 @@ class Guard:
                 self._note(failure[0])
                 self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
         # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
-        # step) does not depend on them.
+        # step) does not depend on them, and is measured on its own for the next update's risk.
         accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
-        self._optimizer_step()
-        peak = self.last_step_peak = self.meter.peak()
+        before = self.meter.current()
+        self.meter.mark()
+        self._optimizer_step(before)
+        update_peak = self.meter.peak()
+        self.update_extra = max(0, update_peak - before)
+        peak = self.last_step_peak = max(accumulated or 0, update_peak)
         self._note(peak)
         largest = spans[0][1] - spans[0][0]
         if self.runner.limit is not None and peak > self.runner.limit:
@@ -208,26 +222,53 @@ class Guard:
         glibc keeps pages freed by the last step (or by validation) in RSS, so a
         step's measured peak would hold them too and sizes would shrink for
         memory no tensor uses. Trimming costs ~1 ms plus re-faulting the pages
-        (a few % of a step), so it is only done where the budget is close.
+        (a few % of a step), so it is only done where the budget is close. It
+        is the C heap's trim only: the device's cache (Metal's on a Mac) stays.
         """
         limit = self.budget.limit
         if limit is not None and self.device.unified and self.last_step_peak > NEAR_BUDGET * limit:
-            self.device.release_cache()
+            self.device.release_host_heap()
 
-    def _optimizer_step(self) -> None:
-        failure = None
-        try:
-            self.runner.optimizer_step()
-        except Exception as exc:
-            if not is_oom(exc):
+    def _update_at_risk(self, before: int) -> bool:
+        """Whether the next optimizer step may run out of memory on a hard limit (then it is copied first).
+
+        The first update makes the optimizer's state; later ones need what the
+        last one added over its start, which must stay under ``UPDATE_MARGIN``
+        of the limit (on a discrete GPU, of what the card still has free for us).
+        """
+        device = self.device
+        if not device.has_hard_limit:
+            return False  # the OS kills before an exception: nothing to redo
+        if self.update_extra is None or self.runner.update.count == 0:
+            return True
+        limit = self.budget.limit or device.total_memory()
+        if not device.unified:
+            limit = min(limit, before + device.available_memory())
+        return before + self.update_extra > UPDATE_MARGIN * limit
+
+    def _optimizer_step(self, before: int) -> None:
+        """The update, redone from where it began on an out-of-memory: after emptying the cache, then
+        with the optimizer's per-tensor implementation; a third failure stops with what to change."""
+        for attempt in range(UPDATE_ATTEMPTS):
+            failure = None
+            try:
+                self.runner.update.run(self._update_at_risk(before), per_tensor=attempt >= 2)
+            except MemoryBudgetError:
                 raise
-            failure = self._failure(exc)
-        if failure is not None:
-            # Lazy optimizer state is allocated before any weight moves: free the cache and try once more.
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                failure = self._failure(exc)
+            if failure is None:
+                return
+            self.update_extra = None  # what it needs is unknown now: copy before every try
             self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=failure[0],
                                     budget=self.budget.limit, error=f"optimizer step: {failure[1]}"))
             self.device.empty_cache()
-            self.runner.optimizer_step()
+        raise MemoryBudgetError(
+            f"the optimizer step does not fit the memory budget ({self.budget.describe()}) even after "
+            "emptying the cache and stepping tensor by tensor; raise memory_limit, use a smaller model, or "
+            "an optimizer with less state (sgd)")
 
     def _failure(self, exc: BaseException) -> tuple[int | None, str]:
         peak = exc.peak if isinstance(exc, OverBudget) else self.meter.peak()

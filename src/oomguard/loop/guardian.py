@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 
 from oomguard import events as ev
-from oomguard import host
 from oomguard.events import EventLog
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.checkpointing import Checkpointing
@@ -122,10 +121,9 @@ class MemoryGuardian(Callback):
     def on_step_end(self, state: State) -> None:
         self._check_pressure(state)
         device = state.device
-        allocated = device.allocated()
-        used = host.process_rss() + allocated if device.unified else allocated
-        self.leaks.observe(state.step, used)
-        if self.fragmentation.observe(state.step, allocated, device.reserved()):
+        # Memory used as the budget counts it (the workers' RSS and a device's cache included).
+        self.leaks.observe(state.step, state.guard.meter.current())
+        if self.fragmentation.observe(state.step, device.allocated(), device.reserved()):
             device.release_cache()
 
     def _check_pressure(self, state: State) -> None:

@@ -57,6 +57,9 @@ def run_training(config: Config, run: RunDir, resume: bool, group: Group | None 
             announce_start(events, config, resume=resumed is not None, device=str(state.device.torch_device),
                            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
                            ranks=group.world if group is not None else None, pids=pids)
+            note = state.device.mixed_precision().note if config.amp else None
+            if note is not None:
+                printer.print(note)  # once per run, not once per stage
         if resumed is not None:
             printer.print(f"resuming {run.root} from {resumed.name}: epoch {state.epoch + 1}, "
                           f"sample {state.position}, step {state.step}")

@@ -1,9 +1,11 @@
 """The engine's view of memory: what a step used at its peak, in budget bytes.
 
-What counts against the budget depends on the device: on a discrete GPU, the
-device allocator's peak; on CPU and unified memory, the process's resident
-memory (its kernel high-water mark where Linux offers one) plus its children,
-plus the device driver's memory on MPS.
+Every number here is :meth:`Device.used` of a reading: the process tree's
+host memory (where the device counts it: CPU and unified memory; its kernel
+high-water mark where Linux offers one, else the sampler's maximum) and the
+device allocator's allocated and reserved bytes (their peak statistics where
+the backend keeps them, else the sampler's maximum). The meter never decides
+what counts; the device does.
 """
 
 from __future__ import annotations
@@ -28,21 +30,32 @@ class MemoryMeter:
         if self.sampler is not None:
             self.sampler.mark()
 
+    def _children(self) -> int:
+        return self.sampler.children_rss if self.sampler is not None else 0
+
+    def host_now(self) -> int:
+        """The process tree's host memory now, where the device counts it (0 on a discrete GPU)."""
+        return host.process_rss() + self._children() if self.device.unified else 0
+
     def current(self) -> int:
         """Budget bytes in use now."""
-        if not self.device.unified:
-            return self.device.allocated()
-        children = self.sampler.children_rss if self.sampler is not None else 0
-        return host.process_rss() + children + self.device.reserved()
+        device = self.device
+        return device.used(self.host_now(), device.allocated(), device.reserved())
 
     def peak(self) -> int:
         """Budget bytes at the peak since :meth:`mark`."""
-        if not self.device.unified:
-            return self.device.peak_allocated()
-        children = self.sampler.children_rss if self.sampler is not None else 0
-        own = host.own_peak_rss() if self._exact_host_peak else None
-        if own is None:
-            own = host.process_rss()
-            if self.sampler is not None:
-                own = max(own, self.sampler.max_since_mark()[0] - children)
-        return own + children + self.device.reserved()
+        device = self.device
+        host_peak = 0
+        if device.unified:
+            children = self._children()
+            own = host.own_peak_rss() if self._exact_host_peak else None
+            if own is None:
+                own = host.process_rss()
+                if self.sampler is not None:
+                    own = max(own, self.sampler.max_since_mark()[0] - children)
+            host_peak = own + children
+        reserved = device.peak_reserved()
+        if reserved is None:  # no peak statistic on this backend: the highest sample since the mark
+            sampled = self.sampler.max_since_mark()[1] if self.sampler is not None else 0
+            reserved = max(device.reserved(), sampled)
+        return device.used(host_peak, device.peak_allocated(), reserved)
