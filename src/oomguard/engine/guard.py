@@ -131,8 +131,10 @@ class Guard:
         #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
-        #: Bytes the last optimizer step added over its start (None: not measured since the last change).
+        #: Bytes the last optimizer step added over its start, and its peak (None: not measured since the
+        #: last change). With a warm cache the extra can be 0 while the peak sits near the limit.
         self.update_extra: int | None = None
+        self.update_peak = 0
 
     @property
     def budget(self) -> Budget:
@@ -193,6 +195,7 @@ class Guard:
         self._optimizer_step(before)
         update_peak = self.meter.peak()
         self.update_extra = max(0, update_peak - before)
+        self.update_peak = update_peak
         peak = self.last_step_peak = max(accumulated or 0, update_peak)
         self._note(peak)
         largest = spans[0][1] - spans[0][0]
@@ -233,8 +236,9 @@ class Guard:
         """Whether the next optimizer step may run out of memory on a hard limit (then it is copied first).
 
         The first update makes the optimizer's state; later ones need what the
-        last one added over its start, which must stay under ``UPDATE_MARGIN``
-        of the limit (on a discrete GPU, of what the card still has free for us).
+        last one added over its start (or reached, with a warm cache), which
+        must stay under ``UPDATE_MARGIN`` of the limit (on a discrete GPU, of
+        what the card still has free for us).
         """
         device = self.device
         if not device.has_hard_limit:
@@ -244,7 +248,7 @@ class Guard:
         limit = self.budget.limit or device.total_memory()
         if not device.unified:
             limit = min(limit, before + device.available_memory())
-        return before + self.update_extra > UPDATE_MARGIN * limit
+        return max(before + self.update_extra, self.update_peak) > UPDATE_MARGIN * limit
 
     def _optimizer_step(self, before: int) -> None:
         """The update, redone from where it began on an out-of-memory: after emptying the cache, then
