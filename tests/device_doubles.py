@@ -208,7 +208,8 @@ class CudaCard:
             f"CUDA out of memory. Tried to allocate {f(size)}. GPU 0 has a total capacity of "
             f"{f(self.total)} of which {f(self.free_bytes())} is free. {other}Including non-PyTorch memory, "
             f"this process has {f(pool.reserved)} memory in use. Of the allocated memory "
-            f"{f(pool.allocated)} is allocated by PyTorch, and {f(pool.reserved - pool.allocated)} is reserved by PyTorch but unallocated. If "
+            f"{f(pool.allocated)} is allocated by PyTorch, and {f(pool.reserved - pool.allocated)} is "
+            "reserved by PyTorch but unallocated. If "
             "reserved but unallocated memory is large try setting "
             "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for "
             "Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
