@@ -7,17 +7,14 @@ earlier attempt is never mistaken for the current one.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from oomguard import events as ev
 from oomguard.rundir import RunDir
+from oomguard.supervise.evidence import tail_rows
 from oomguard.supervise.ladder import RELEASE_KEY, PlanState
-
-_TAIL_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -84,19 +81,12 @@ def last_step(run_dir: RunDir) -> int | None:
     """The last training step the child reached: its memory timeline's ``step``, or its events'."""
     steps = [_int(getattr(event, "step", None)) for event in ev.load_events(run_dir.events)]
     best = max((step for step in steps if step is not None), default=None)
-    try:
-        with open(run_dir.memory, "rb") as handle:
-            header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
-            size = handle.seek(0, io.SEEK_END)
-            handle.seek(max(0, size - _TAIL_BYTES))
-            tail = handle.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return best
+    header, rows = tail_rows(run_dir.memory)
     if "step" not in header:
         return best
     column = header.index("step")
-    for row in csv.reader(reversed(tail[1:] if len(tail) > 1 else [])):
-        if len(row) == len(header) and row[column].isdigit():
+    for row in reversed(rows):
+        if row[column].isdigit():
             step = int(row[column])
             return step if best is None else max(best, step)
     return best

@@ -51,6 +51,7 @@ class Inspection:
     budget: int | None = None
     step: int | None = None
     need: int | None = None  # available memory a pressure exit asked to wait for
+    peak_used: int | None = None  # the child's last reported memory used, where the OS counts it all
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ class Supervisor:
                 evidence = outcome.evidence
                 if evidence.limit is None and inspection.budget is not None:
                     evidence = replace(evidence, limit=inspection.budget)
+                if inspection.peak_used is not None:
+                    evidence = replace(evidence, peak_used=inspection.peak_used)
                 cause = attribute(outcome.returncode, evidence, outcome.stderr or outcome.tail,
                                   self.strategy.oomguard_child)
                 if cause.kind == "success":
@@ -234,7 +237,7 @@ class Supervisor:
                    outcome: Outcome) -> None:
         self.log.emit(ev.Kill(
             cause=cause.kind, signal=cause.signal, exit_code=cause.exit_code, attempt=attempt, step=step,
-            reason=cause.reason, error=cause.error, peak=evidence.peak_rss, available=evidence.min_available,
+            reason=cause.reason, error=cause.error, peak=evidence.peak, available=evidence.min_available,
             limit=evidence.limit, seconds=round(outcome.seconds, 3),
             cap=self.cap_limit if self.cap is not None else None,
             killer=self.cap.kind if self.cap is not None and evidence.cap_hit else None,
