@@ -92,6 +92,10 @@ class Device(ABC):
         """
         return host + reserved if self.unified else reserved
 
+    def describe(self) -> str:
+        """One line for people (``oomguard doctor``): the device and what limits its memory."""
+        return str(self.torch_device)
+
     def bind(self) -> None:
         """Make this device the process's current one (a rank of a group on a multi-GPU machine)."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from oomguard.devices.base import Device, MixedPrecision
+from oomguard.units import format_bytes
 
 
 class CUDADevice(Device):
@@ -24,6 +25,11 @@ class CUDADevice(Device):
     def __init__(self, index: int = 0) -> None:
         super().__init__(torch.device("cuda", index))
         self.index = index
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_properties(self.index).name
+        free = format_bytes(self.available_memory())
+        return f"{self.torch_device} ({name}, {free} free of {format_bytes(self.total_memory())})"
 
     def bind(self) -> None:
         torch.cuda.set_device(self.index)

@@ -19,6 +19,7 @@ import torch
 
 from oomguard import host
 from oomguard.devices.base import Device, MixedPrecision
+from oomguard.units import format_bytes
 
 #: The smallest driver limit ever set: a fraction of 0 would mean *no* limit to MPS.
 MIN_DRIVER_LIMIT = 1 << 20
@@ -61,6 +62,10 @@ class MPSDevice(Device):
     def total_memory(self) -> int:
         # Unified memory: host and GPU share the machine.
         return host.total_memory()
+
+    def describe(self) -> str:
+        return (f"mps (unified memory; Metal recommends at most {format_bytes(self.driver_limit())} "
+                "for the GPU's working set)")
 
     def driver_limit(self) -> int:
         """What Metal recommends one process's GPU working set to stay under."""
