@@ -131,6 +131,8 @@ class Guard:
         #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
+        #: The optimizer steps tensor by tensor from now on: its foreach update did not fit.
+        self.per_tensor_update = False
         #: Bytes the last optimizer step added over its start, and its peak (None: not measured since the
         #: last change). With a warm cache the extra can be 0 while the peak sits near the limit.
         self.update_extra: int | None = None
@@ -252,11 +254,13 @@ class Guard:
 
     def _optimizer_step(self, before: int) -> None:
         """The update, redone from where it began on an out-of-memory: after emptying the cache, then
-        with the optimizer's per-tensor implementation; a third failure stops with what to change."""
+        with the optimizer's per-tensor implementation (kept for the next updates once it was needed); a
+        third failure stops with what to change."""
         for attempt in range(UPDATE_ATTEMPTS):
             failure = None
+            per_tensor = self.per_tensor_update or attempt >= 2
             try:
-                self.runner.update.run(self._update_at_risk(before), per_tensor=attempt >= 2)
+                self.runner.update.run(self._update_at_risk(before), per_tensor=per_tensor)
             except MemoryBudgetError:
                 raise
             except Exception as exc:
@@ -264,6 +268,7 @@ class Guard:
                     raise
                 failure = self._failure(exc)
             if failure is None:
+                self.per_tensor_update = per_tensor
                 return
             self.update_extra = None  # what it needs is unknown now: copy before every try
             self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=failure[0],
