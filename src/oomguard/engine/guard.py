@@ -40,7 +40,8 @@ from oomguard.engine.recovery import MemoryModel
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
-from oomguard.errors import ConfigError, MemoryBudgetError
+from oomguard.engine.update import UpdateRecovery
+from oomguard.errors import ConfigError
 from oomguard.events import EventLog
 from oomguard.memory.budget import Budget, resolve_budget
 from oomguard.memory.meter import MemoryMeter
@@ -49,10 +50,6 @@ from oomguard.units import parse_memory_limit
 
 #: Share of a host-memory budget above which the heap is trimmed before each step.
 NEAR_BUDGET = 0.75
-#: An optimizer step predicted to reach this share of a hard limit is copied first, so it can be redone.
-UPDATE_MARGIN = 0.9
-#: Tries of one optimizer update: as it is, after emptying the cache, tensor by tensor.
-UPDATE_ATTEMPTS = 3
 
 
 def _size_arg(name: str, value: int | str) -> int:
@@ -131,12 +128,8 @@ class Guard:
         #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
-        #: The optimizer steps tensor by tensor from now on: its foreach update did not fit.
-        self.per_tensor_update = False
-        #: Bytes the last optimizer step added over its start, and its peak (None: not measured since the
-        #: last change). With a warm cache the extra can be 0 while the peak sits near the limit.
-        self.update_extra: int | None = None
-        self.update_peak = 0
+        #: The optimizer step of every ``step``: copied first when at risk, redone on an out-of-memory.
+        self.updates = UpdateRecovery(self.runner.update, self.device, self.meter)
 
     @property
     def budget(self) -> Budget:
@@ -192,12 +185,7 @@ class Guard:
         # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
         # step) does not depend on them, and is measured on its own for the next update's risk.
         accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
-        before = self.meter.current()
-        self.meter.mark()
-        self._optimizer_step(before)
-        update_peak = self.meter.peak()
-        self.update_extra = max(0, update_peak - before)
-        self.update_peak = update_peak
+        update_peak = self.updates.step(self.budget, self._optimizer_oom)
         peak = self.last_step_peak = max(accumulated or 0, update_peak)
         self._note(peak)
         largest = spans[0][1] - spans[0][0]
@@ -234,50 +222,11 @@ class Guard:
         if limit is not None and self.device.unified and self.last_step_peak > NEAR_BUDGET * limit:
             self.device.release_host_heap()
 
-    def _update_at_risk(self, before: int) -> bool:
-        """Whether the next optimizer step may run out of memory on a hard limit (then it is copied first).
-
-        The first update makes the optimizer's state; later ones need what the
-        last one added over its start (or reached, with a warm cache), which
-        must stay under ``UPDATE_MARGIN`` of the limit (on a discrete GPU, of
-        what the card still has free for us).
-        """
-        device = self.device
-        if not device.has_hard_limit:
-            return False  # the OS kills before an exception: nothing to redo
-        if self.update_extra is None or self.runner.update.count == 0:
-            return True
-        limit = self.budget.limit or device.total_memory()
-        if not device.unified:
-            limit = min(limit, before + device.available_memory())
-        return max(before + self.update_extra, self.update_peak) > UPDATE_MARGIN * limit
-
-    def _optimizer_step(self, before: int) -> None:
-        """The update, redone from where it began on an out-of-memory: after emptying the cache, then
-        with the optimizer's per-tensor implementation (kept for the next updates once it was needed); a
-        third failure stops with what to change."""
-        for attempt in range(UPDATE_ATTEMPTS):
-            failure = None
-            per_tensor = self.per_tensor_update or attempt >= 2
-            try:
-                self.runner.update.run(self._update_at_risk(before), per_tensor=per_tensor)
-            except MemoryBudgetError:
-                raise
-            except Exception as exc:
-                if not is_oom(exc):
-                    raise
-                failure = self._failure(exc)
-            if failure is None:
-                self.per_tensor_update = per_tensor
-                return
-            self.update_extra = None  # what it needs is unknown now: copy before every try
-            self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=failure[0],
-                                    budget=self.budget.limit, error=f"optimizer step: {failure[1]}"))
-            self.device.empty_cache()
-        raise MemoryBudgetError(
-            f"the optimizer step does not fit the memory budget ({self.budget.describe()}) even after "
-            "emptying the cache and stepping tensor by tensor; raise memory_limit, use a smaller model, or "
-            "an optimizer with less state (sgd)")
+    def _optimizer_oom(self, exc: BaseException) -> None:
+        peak, error = self._failure(exc)
+        self._note(peak)
+        self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=peak,
+                                budget=self.budget.limit, error=f"optimizer step: {error}"))
 
     def _failure(self, exc: BaseException) -> tuple[int | None, str]:
         peak = exc.peak if isinstance(exc, OverBudget) else self.meter.peak()

@@ -26,14 +26,21 @@ the gradients as they were.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from oomguard.devices.base import is_oom
+from oomguard.devices.base import Device, is_oom
 from oomguard.errors import MemoryBudgetError
+from oomguard.memory.budget import Budget
+from oomguard.memory.meter import MemoryMeter
+
+#: An optimizer step predicted to reach this share of a hard limit is copied first, so it can be redone.
+UPDATE_MARGIN = 0.9
+#: Tries of one optimizer update: as it is, after emptying the cache, tensor by tensor.
+UPDATE_ATTEMPTS = 3
 
 
 class _Copy:
@@ -141,3 +148,62 @@ class Update:
             self._unscaled = True
         if self.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
+
+
+class UpdateRecovery:
+    """The Guard's optimizer step: measured, copied first when it may fail, redone when it does.
+
+    An update is at risk on a device with a hard limit when it is the first
+    (it makes the optimizer's state) or when the last one reached (or added,
+    over where this one starts) more than ``UPDATE_MARGIN`` of the limit; on a
+    discrete GPU the limit is also what the card still has free for us. A
+    failed update is redone from where it began after the cache is emptied,
+    then with the optimizer's per-tensor implementation, which is kept from
+    then on; a third failure stops with what to change.
+    """
+
+    def __init__(self, update: Update, device: Device, meter: MemoryMeter) -> None:
+        self.update, self.device, self.meter = update, device, meter
+        #: The optimizer steps tensor by tensor from now on: its foreach update did not fit.
+        self.per_tensor = False
+        #: Bytes the last update added over its start, and its peak (None: not measured since a failure).
+        #: With a warm cache the extra can be 0 while the peak sits near the limit.
+        self.extra: int | None = None
+        self.peak = 0
+
+    def at_risk(self, before: int, budget: Budget) -> bool:
+        device = self.device
+        if not device.has_hard_limit:
+            return False  # the OS kills before an exception: nothing to redo
+        if self.extra is None or self.update.count == 0:
+            return True
+        limit = budget.limit or device.total_memory()
+        if not device.unified:
+            limit = min(limit, before + device.available_memory())
+        return max(before + self.extra, self.peak) > UPDATE_MARGIN * limit
+
+    def step(self, budget: Budget, on_oom: Callable[[BaseException], None]) -> int:
+        """Run the update to its end; its peak in budget bytes. ``on_oom`` hears of each failed try."""
+        before = self.meter.current()
+        self.meter.mark()
+        for attempt in range(UPDATE_ATTEMPTS):
+            per_tensor = self.per_tensor or attempt >= 2
+            try:
+                self.update.run(self.at_risk(before, budget), per_tensor=per_tensor)
+            except MemoryBudgetError:
+                raise
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                on_oom(exc)
+            else:
+                self.per_tensor = per_tensor
+                self.peak = self.meter.peak()
+                self.extra = max(0, self.peak - before)
+                return self.peak
+            self.extra = None  # what it needs is unknown now: copy before every try
+            self.device.empty_cache()  # out of the except block: the failure's frames are gone
+        raise MemoryBudgetError(
+            f"the optimizer step does not fit the memory budget ({budget.describe()}) even after emptying "
+            "the cache and stepping tensor by tensor; raise memory_limit, use a smaller model, or an "
+            "optimizer with less state (sgd)")

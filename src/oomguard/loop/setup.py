@@ -119,6 +119,5 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
         guard=guard, sampler=sampler, events=events, memory=memory, train_loader=train_loader,
         val_loader=val_loader, steps_per_epoch=steps_per_epoch, scaler=scaler, group=group,
     )
-    memory.add_listener(lambda sample: state.note_peak(
-        device.used(sample.tree_rss, sample.device_allocated, sample.device_reserved)))
+    memory.add_listener(lambda sample: state.note_peak(sample.used))  # Device.used, as the sampler read it
     return state
