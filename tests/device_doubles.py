@@ -353,10 +353,18 @@ class MPSChip:
     def set_rng_state(self, state: torch.Tensor, device: Any = "mps") -> None:
         torch.set_rng_state(state)
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> MPSChip:
+    def install(self, monkeypatch: pytest.MonkeyPatch, peak_statistics: bool = False) -> MPSChip:
+        """In place of torch.mps; with ``peak_statistics``, ``torch.accelerator`` keeps the allocator's
+        peaks too (newer torch), else it has no MPS device (the meter then samples)."""
         for name in self.NAMES:
             monkeypatch.setattr(torch.mps, name, getattr(self, name))
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+        if peak_statistics:
+            pool = self.pool
+            monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a: torch.device("mps"))
+            monkeypatch.setattr(torch.accelerator, "memory_reserved", lambda *a: pool.reserved)
+            monkeypatch.setattr(torch.accelerator, "max_memory_reserved", lambda *a: pool.peak_reserved)
+            monkeypatch.setattr(torch.accelerator, "reset_peak_memory_stats", lambda *a: pool.reset_peak())
         return self
 
     def device(self) -> MPSOnCPU:

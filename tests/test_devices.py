@@ -145,3 +145,20 @@ def test_an_mps_assertion_that_aborts_the_process_is_found_in_its_output() -> No
              "initWithDevice:descriptor:] Error: total bytes of NDArray > 2**32'"]
     assert memory_abort(lines) is not None and "2**32" in memory_abort(lines)  # type: ignore[operator]
     assert memory_abort(["ValueError: boom"]) is None
+
+
+@pytest.mark.parametrize("statistics", [True, False], ids=["torch keeps MPS peaks", "sampled"])
+def test_mps_peaks_come_from_the_allocators_statistics_where_torch_keeps_them(
+        monkeypatch: pytest.MonkeyPatch, statistics: bool) -> None:
+    from oomguard.memory.meter import MemoryMeter
+
+    chip = MPSChip().install(monkeypatch, peak_statistics=statistics)
+    meter = MemoryMeter(chip.device())  # no sampler: nothing watches between two readings
+    meter.mark()
+    chip.pool.hold(1 * GIB)()  # a step's activations, freed,
+    chip.pool.empty_cache()  # and Metal's cache emptied before anyone looked
+    seen = meter.peak() - meter.current()
+    if statistics:
+        assert seen >= 1 * GIB
+    else:
+        assert seen < 1 * GIB  # a spike between two samples: what the fallback cannot see

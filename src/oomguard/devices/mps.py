@@ -12,8 +12,9 @@ host holds: an allocation past it raises "MPS backend out of memory" instead.
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from functools import cache
+from typing import Any
 
 import torch
 
@@ -36,19 +37,16 @@ def macos_version() -> tuple[int, ...]:
     return tuple(int(part) for part in release.split(".")[:2] if part.isdigit())
 
 
-@cache
-def _pool_peaks() -> bool:
-    """Whether this torch keeps peak statistics for the MPS allocator (``torch.accelerator``, newer torch)."""
+def _pool() -> Any:
+    """``torch.accelerator`` where it keeps the MPS allocator's statistics (newer torch), else None."""
     accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None or not hasattr(accelerator, "max_memory_reserved"):
+        return None
     try:
-        current = accelerator.current_accelerator()  # type: ignore[union-attr]
-        if current is None or current.type != "mps":
-            return False
-        accelerator.max_memory_reserved()  # type: ignore[union-attr]
-        accelerator.reset_peak_memory_stats()  # type: ignore[union-attr]
-    except Exception:  # an older torch, or "not supported on MPS": peaks come from samples
-        return False
-    return True
+        current = accelerator.current_accelerator()
+    except Exception:  # no accelerator API worth the name in this torch
+        return None
+    return accelerator if current is not None and current.type == "mps" else None
 
 
 class MPSDevice(Device):
@@ -85,14 +83,18 @@ class MPSDevice(Device):
 
         None where torch keeps no MPS peak statistics: the meter takes the sampler's maximum instead.
         """
-        if not _pool_peaks():
+        pool = _pool()
+        try:
+            above = int(pool.max_memory_reserved()) - int(pool.memory_reserved()) if pool else None
+        except RuntimeError:  # "not supported on MPS" in a torch that has the API but not the statistics
             return None
-        pool = torch.accelerator
-        return self.reserved() + max(0, int(pool.max_memory_reserved()) - int(pool.memory_reserved()))
+        return None if above is None else self.reserved() + max(0, above)
 
     def reset_peak(self) -> None:
-        if _pool_peaks():
-            torch.accelerator.reset_peak_memory_stats()
+        pool = _pool()
+        if pool is not None:
+            with contextlib.suppress(RuntimeError):
+                pool.reset_peak_memory_stats()
 
     def empty_cache(self) -> None:
         super().empty_cache()
