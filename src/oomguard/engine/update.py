@@ -48,6 +48,7 @@ class _Copy:
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
         self.params = [p.detach().to("cpu", copy=True) for p in params]
+        #: Each state value as it was: a tensor as (host copy, its device), anything else as itself.
         self.state = {key: {name: _host(value) for name, value in entry.items()}
                       for key, entry in optimizer.state.items()}
 
@@ -61,20 +62,21 @@ class _Copy:
                 live = optimizer.state[key]
                 for name in [name for name in live if name not in saved_entry]:
                     del live[name]
-                for name, value in saved_entry.items():
+                for name, (value, device) in saved_entry.items():
                     current = live.get(name)
-                    if isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor) \
-                            and current.shape == value.shape and current.dtype == value.dtype:
-                        current.copy_(value)
-                    elif isinstance(value, torch.Tensor):
-                        where = current.device if isinstance(current, torch.Tensor) else value.device
-                        live[name] = value.to(where, copy=True)
-                    else:
+                    if device is None:
                         live[name] = value
+                    elif isinstance(current, torch.Tensor) and current.shape == value.shape \
+                            and current.dtype == value.dtype and current.device == device:
+                        current.copy_(value)  # in place: no second copy of the state on the device
+                    else:
+                        live[name] = value.to(device, copy=True)
 
 
-def _host(value: Any) -> Any:
-    return value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+def _host(value: Any) -> tuple[Any, torch.device | None]:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True), value.device
+    return value, None
 
 
 @contextlib.contextmanager
