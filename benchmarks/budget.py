@@ -1,4 +1,4 @@
-"""Training under a CPU memory budget three ways: the seeds' safe recipe, oomguard auto, the oracle.
+"""Training under a memory budget three ways: the seeds' safe recipe, oomguard auto, the oracle.
 
 The budget is set where the requested batch does not fit in one piece. Each
 variant trains the same ResNet-like model on the same samples:
@@ -6,6 +6,11 @@ variant trains the same ResNet-like model on the same samples:
   seed_recipe  microbatch 2 with gradient accumulation, gc.collect() + empty_cache every 5 steps
   auto         oomguard.Guard(microbatch="auto"): probe included in the time
   oracle       the fastest fixed microbatch whose peak stayed within the budget in a sweep, no oomguard
+
+On the CPU the budget is host memory (peak RSS). With ``--device cuda --budget-mb N`` it is the GPU's:
+every variant runs under ``set_per_process_memory_fraction(N / card)``, peaks are the allocator's
+reserved bytes (what that fraction caps), a variant that runs out of memory does not fit, and
+``--batch 0`` picks a batch whose whole needs 1.5x the budget (measured at microbatch 8).
 
 Every run is a fresh process (so its ru_maxrss is its own; this parent never imports torch, whose
 high-water mark a child would inherit), and the variants run in alternation, ``--repeats`` times, so
@@ -19,6 +24,7 @@ within 5% of the oracle: the default is 48 steps of 64 (about 6 minutes in all o
 
 Usage: python benchmarks/budget.py [--imgsz 64] [--batch 64] [--samples 3072] [--repeats 3]
                                    [--room-mb N] [--model builtin:resnet] [--threads N]
+       python benchmarks/budget.py --device cuda --budget-mb 16000 --imgsz 128 --batch 0 --steps 12
 Smoke: python benchmarks/budget.py --batch 32 --samples 640 --repeats 2 --sweep 2,4,8,16
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -48,11 +55,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    model = make_model(args.model, args.imgsz)
+    model = make_model(args.model, args.imgsz).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
-    pool = 4 * args.batch
+    pool = (1 if cuda else 4) * args.batch
     images = torch.randn(pool, 3, args.imgsz, args.imgsz, generator=generator)
     labels = torch.randint(0, 10, (pool,), generator=generator)
     steps = max(1, args.samples // args.batch)
@@ -65,37 +74,58 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     def bare_step(batch: tuple[torch.Tensor, torch.Tensor], microbatch: int) -> None:
         total = len(batch[0])
         for start in range(0, total, microbatch):
-            part = (batch[0][start:start + microbatch], batch[1][start:start + microbatch])
+            end = start + microbatch
+            part = (batch[0][start:end].to(device), batch[1][start:end].to(device))
             (loss_fn(model, part) * (len(part[0]) / total)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    release_host_memory()
-    baseline = host.process_rss()
-    info: dict[str, Any] = {"variant": args.child, "baseline_mb": baseline / MB}
-    began = time.perf_counter()
-    if args.child == "auto":
-        from oomguard import Guard
+    def empty_cache() -> None:
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+        release_host_memory()  # the CPU's empty_cache: hand freed heap pages back
 
-        guard = Guard(model, optimizer, memory_limit=args.budget, microbatch="auto", ceiling=args.batch)
-        for batch in batches:
-            guard.step(batch, loss_fn)
-        kinds = [event["event"] for event in guard.events.history]
-        plan = guard.last_plan
-        info.update(microbatch=guard.microbatch, plan=plan.microbatch if plan else None,
-                    probe_s=round(plan.seconds, 3) if plan else None,
-                    events={kind: kinds.count(kind) for kind in sorted(set(kinds))})
+    empty_cache()
+    if cuda:
+        if args.budget:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, args.budget / total))
+        torch.cuda.reset_peak_memory_stats()
+        baseline = torch.cuda.memory_reserved()
     else:
-        microbatch = 2 if args.child == "seed_recipe" else args.microbatch
-        for index, batch in enumerate(batches, 1):
-            bare_step(batch, microbatch)
-            if args.child == "seed_recipe" and index % 5 == 0:
-                gc.collect()
-                release_host_memory()  # the CPU's empty_cache: hand freed heap pages back
-        info["microbatch"] = microbatch
+        baseline = host.process_rss()
+    info: dict[str, Any] = {"variant": args.child, "baseline_mb": baseline / MB, "oom": False}
+    began = time.perf_counter()
+    try:
+        if args.child == "auto":
+            from oomguard import Guard
+
+            guard = Guard(model, optimizer, memory_limit=args.budget or "auto", microbatch="auto",
+                          ceiling=args.batch)
+            for batch in batches:
+                guard.step(batch, loss_fn)
+            kinds = [event["event"] for event in guard.events.history]
+            plan = guard.last_plan
+            info.update(microbatch=guard.microbatch, plan=plan.microbatch if plan else None,
+                        probe_s=round(plan.seconds, 3) if plan else None,
+                        events={kind: kinds.count(kind) for kind in sorted(set(kinds))})
+        else:
+            microbatch = 2 if args.child == "seed_recipe" else args.microbatch
+            info["microbatch"] = microbatch
+            for index, batch in enumerate(batches, 1):
+                bare_step(batch, microbatch)
+                if args.child == "seed_recipe" and index % 5 == 0:
+                    empty_cache()
+        if cuda:
+            torch.cuda.synchronize()
+    except torch.OutOfMemoryError:  # a fixed microbatch that does not fit the card's budget
+        info["oom"] = True
     elapsed = time.perf_counter() - began
+    peak = (torch.cuda.max_memory_reserved() if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     info.update(samples=steps * args.batch, seconds=elapsed, samples_per_s=steps * args.batch / elapsed,
-                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB)
+                peak_mb=peak / MB)
     return info
 
 
@@ -108,7 +138,8 @@ def make_model(spec: str, imgsz: int) -> Any:
 # -- parent side: budget, sweep, alternation ----------------------------------------------------------
 def run(args: argparse.Namespace, variant: str, **extra: Any) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", variant, "--imgsz", str(args.imgsz), "--batch",
-               str(args.batch), "--model", args.model, "--threads", str(args.threads)]
+               str(args.batch), "--model", args.model, "--threads", str(args.threads),
+               "--device", args.device]
     for key, value in {"samples": args.samples, **extra}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -117,17 +148,27 @@ def run(args: argparse.Namespace, variant: str, **extra: Any) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def fits(result: dict[str, Any], budget: int) -> bool:
+    return not result["oom"] and result["peak_mb"] * MB <= budget
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--imgsz", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64,
+                        help="the batch (0: one whose whole needs 1.5x the budget)")
     parser.add_argument("--samples", type=int, default=3072, help="samples each variant trains on")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="steps each variant trains (instead of --samples)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--room-mb", type=float, default=None,
                         help="budget above the baseline (default: 40%% of what the whole batch needs)")
+    parser.add_argument("--budget-mb", type=float, default=None,
+                        help="the budget itself (GPU memory on cuda)")
     parser.add_argument("--sweep", default="2,4,6,8,12,16,24,32,48,64", help="oracle candidates")
     parser.add_argument("--model", default="builtin:resnet")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--microbatch", type=int, default=2, help=argparse.SUPPRESS)
@@ -138,21 +179,33 @@ def main() -> None:
         return
 
     # The budget: the baseline plus a share of what the whole batch needs, measured at microbatch 8.
-    probe_size = min(8, args.batch)
-    calibration = run(args, "oracle", microbatch=probe_size, samples=2 * args.batch)
-    per_sample = (calibration["peak_rss_mb"] - calibration["baseline_mb"]) / probe_size
-    room = args.room_mb if args.room_mb is not None else 0.4 * per_sample * args.batch
-    budget = int((calibration["baseline_mb"] + room) * MB)
+    probe_size = min(8, args.batch) if args.batch else 8
+    calibration_batch = args.batch or 2 * probe_size
+    calibration = run(argparse.Namespace(**{**vars(args), "batch": calibration_batch}), "oracle",
+                      microbatch=probe_size, samples=2 * calibration_batch)
+    per_sample = (calibration["peak_mb"] - calibration["baseline_mb"]) / probe_size
+    if args.budget_mb is not None:
+        budget = int(args.budget_mb * MB)
+    else:
+        room = args.room_mb if args.room_mb is not None else 0.4 * per_sample * max(args.batch, 1)
+        budget = int((calibration["baseline_mb"] + room) * MB)
+    if not args.batch:  # a batch the budget must split: its whole needs 1.5x the budget
+        need = 1.5 * budget / MB - calibration["baseline_mb"]
+        args.batch = 1 << max(3, math.ceil(math.log2(max(1.0, need / max(per_sample, 1e-6)))))
+    if args.steps:
+        args.samples = args.steps * args.batch
 
     # Sweep runs long enough for the heap to level off (it grows over the first steps).
     sweep_samples = min(args.samples, 6 * args.batch)
     sweep = {}
-    for size in sorted({int(s) for s in args.sweep.split(",") if 0 < int(s) <= args.batch}):
+    candidates = [int(s) for s in args.sweep.split(",")] + ([args.batch // d for d in (8, 4, 2)]
+                                                            if args.device == "cuda" else [])
+    for size in sorted({s for s in candidates if 0 < s <= args.batch}):
         result = run(args, "oracle", microbatch=size, samples=sweep_samples, budget=budget)
         sweep[size] = result
-        if result["peak_rss_mb"] * MB > budget:
+        if not fits(result, budget):
             break  # larger sizes need more memory still
-    fitting = {size: r for size, r in sweep.items() if r["peak_rss_mb"] * MB <= budget}
+    fitting = {size: r for size, r in sweep.items() if fits(r, budget)}
     oracle_size = max(fitting, key=lambda size: fitting[size]["samples_per_s"]) if fitting else 2
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
@@ -161,12 +214,13 @@ def main() -> None:
         for name in order:
             runs[name].append(run(args, name, microbatch=oracle_size, budget=budget))
 
+    peak_key = "peak_reserved_mb" if args.device == "cuda" else "peak_rss_mb"
     report: dict[str, Any] = {}
     for name, results in runs.items():
         report[name] = {
             "samples_per_s": round(statistics.median(r["samples_per_s"] for r in results), 3),
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
-            "within_budget": all(r["peak_rss_mb"] * MB <= budget for r in results),
+            peak_key: round(max(r["peak_mb"] for r in results), 1),
+            "within_budget": all(fits(r, budget) for r in results),
             "microbatch": results[-1]["microbatch"],
             "runs": [round(r["samples_per_s"], 3) for r in results],
             **({k: results[-1][k] for k in ("plan", "probe_s", "events")} if name == "auto" else {}),
@@ -177,10 +231,10 @@ def main() -> None:
     report.update(
         budget_mb=round(budget / MB, 1), baseline_mb=round(calibration["baseline_mb"], 1),
         whole_batch_mb=round(calibration["baseline_mb"] + per_sample * args.batch, 1),
-        sweep={size: {key: round(r[key], 1) for key in ("samples_per_s", "peak_rss_mb")}
-               for size, r in sweep.items()},
+        sweep={size: {"samples_per_s": round(r["samples_per_s"], 1), "peak_mb": round(r["peak_mb"], 1),
+                      "oom": r["oom"]} for size, r in sweep.items()},
         config={"model": args.model, "imgsz": args.imgsz, "batch": args.batch, "samples": args.samples,
-                "repeats": args.repeats, "threads": args.threads or "default"},
+                "repeats": args.repeats, "threads": args.threads or "default", "device": args.device},
     )
     print(json.dumps(report))
 

@@ -48,13 +48,19 @@ class FakeDevice(Device):
     def allocated(self) -> int:
         return self.base + self.pressure
 
+    def reserved(self) -> int:
+        return self.allocated()  # no fragmentation: tests/device_doubles.py models that
+
     def peak_allocated(self) -> int:
+        return self.peak
+
+    def peak_reserved(self) -> int | None:
         return self.peak
 
     def reset_peak(self) -> None:
         self.peak = self.allocated()
 
-    def set_hard_limit(self, limit_bytes: int) -> bool:
+    def set_hard_limit(self, limit_bytes: int, host_bytes: int = 0) -> bool:
         self.limit = limit_bytes
         return True
 

@@ -120,3 +120,25 @@ def test_missing_and_bad_files(tmp_path: Path) -> None:
 def test_override_values_are_yaml_scalars() -> None:
     assert parse_overrides(["a=3", "b=true", "c=null", "d=2GB", "e="]) == {
         "a": 3, "b": True, "c": None, "d": "2GB", "e": ""}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["nproc=2", "device=mps"], "nproc=2 with device=mps: a Mac has one GPU"),
+    (["nproc=4", "device=cuda:1"], "nproc=4 with device=cuda:1: every rank would train on that one GPU"),
+])
+def test_ranks_that_would_share_one_device_are_refused_when_the_config_is_read(
+        overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    assert load_config(None, ["nproc=2", "device=cuda"]).nproc == 2
+
+
+def test_nproc_on_a_mac_with_device_auto_is_refused_before_any_run_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from device_doubles import MPSChip
+    from oomguard.cli.train import check_run_config
+
+    MPSChip().install(monkeypatch)
+    with pytest.raises(ConfigError, match="nproc=2 on a Mac: device=auto is its one MPS GPU"):
+        check_run_config(load_config(None, ["nproc=2", f"project={tmp_path}"]))
+    assert not any(tmp_path.iterdir())

@@ -121,3 +121,19 @@ def test_run_doctor_without_torch_exits_non_zero(monkeypatch: pytest.MonkeyPatch
     assert "torch: not importable" in out
     assert "error torch does not import (ModuleNotFoundError: import of torch halted" in out
     assert "-> install it in this environment: pip install torch" in out
+
+
+def test_run_doctor_on_a_mac_and_on_a_shared_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from device_doubles import GIB, CudaCard, MPSChip
+
+    MPSChip(recommended=10 * GIB).install(monkeypatch)
+    console = Console(record=True, width=200)
+    assert run_doctor(load_config(None, ["device=mps"]), console, env={}) == 0
+    out = console.export_text()
+    assert "device=mps trains on mps (unified memory; Metal recommends at most 10.7 GB" in out
+    CudaCard(total=24 * GIB, other=10 * GIB).install(monkeypatch)
+    console = Console(record=True, width=200)
+    assert run_doctor(load_config(None, ["device=cuda", "memory_limit=30GB"]), console, env={}) == 0
+    out = console.export_text()
+    assert "device=cuda trains on cuda:0 (Double GPU, 15.0 GB free of 25.8 GB)" in out
+    assert "memory_limit=30 GB is more than this cuda has (25.8 GB)" in out

@@ -86,3 +86,11 @@ def test_command_exit_code_and_missing_data() -> None:
     events = [ev(0, "start", attempt=1), ev(30, "stop", cause="bug", reason="failed again", exit_code=3)]
     assert verdict(events, None) == "failed with exit code 3; no leak"
     assert verdict([], None) == "no events and no memory samples recorded"
+
+
+def test_the_peak_is_the_timelines_memory_used_where_it_has_that_column() -> None:
+    # On MPS the process tree's RSS leaves Metal's memory out; ``used`` holds both.
+    events = [*two_kills(), ev(3600, "finish", epochs=10)]
+    summary = MemorySummary(rows=100, start=T0, end=T0 + 3600, peak_tree_rss=int(4 * GB),
+                            peak_device_reserved=int(7 * GB), peak_used=int(11.5 * GB))
+    assert "peak 11.5 GB of a 12 GB budget" in verdict(events, summary)

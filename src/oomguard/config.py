@@ -151,6 +151,17 @@ class Config(BaseModel):
             raise ValueError("nnodes > 1 needs master_port= a port every machine can reach, e.g. 29500")
         return self
 
+    @model_validator(mode="after")
+    def _ranks_fit_the_device(self) -> Config:
+        if self.nproc > 1 and self.device == "mps":
+            raise ValueError(f"nproc={self.nproc} with device=mps: a Mac has one GPU, which one process "
+                             "already uses whole; use nproc=1 (or device=cpu for CPU ranks)")
+        if self.nproc > 1 and self.device.startswith("cuda:"):
+            raise ValueError(f"nproc={self.nproc} with device={self.device}: every rank would train on that "
+                             "one GPU; use device=cuda (rank i takes GPU i), and CUDA_VISIBLE_DEVICES to "
+                             "choose the GPUs")
+        return self
+
     @property
     def world_size(self) -> int:
         return self.nproc * self.nnodes

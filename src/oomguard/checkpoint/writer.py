@@ -42,8 +42,9 @@ class AsyncCheckpointer:
         self.failures = 0
         self.last_result: SaveResult | None = None
         self.last_error: str | None = None
-        #: Bytes of the copy being written (0 when idle): memory the budget must count.
-        self.pending_bytes = 0
+        #: Bytes of the copy being written (0 when idle), and of the last copy taken: host memory that a
+        #: host-memory budget keeps free for it (the loop hands it to ``Guard.add_snapshot_bytes``).
+        self.pending_bytes = self.snapshot_bytes = 0
         #: Seconds the last submit kept the caller (waiting for the previous write + snapshot).
         self.submit_seconds = 0.0
         self._last_success = clock()
@@ -64,7 +65,7 @@ class AsyncCheckpointer:
         start = time.perf_counter()
         previous = self.wait()
         copy = snapshot(state)
-        self.pending_bytes = snapshot_bytes(copy)
+        self.pending_bytes = self.snapshot_bytes = snapshot_bytes(copy)
         self._last_submit = self.clock()
         self._thread = threading.Thread(target=self._write, args=(copy, step, best),
                                         name="oomguard-checkpoint", daemon=True)

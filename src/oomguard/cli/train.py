@@ -31,6 +31,12 @@ def check_run_config(config: Config) -> None:
         from oomguard.loop.stages import stage_configs
 
         stage_configs(config)
+    if config.nproc > 1 and config.device == "auto":
+        from oomguard.devices import get_device
+
+        if get_device("auto").kind == "mps":
+            raise ConfigError(f"nproc={config.nproc} on a Mac: device=auto is its one MPS GPU, which one "
+                              "process already uses whole; use nproc=1 (or device=cpu for CPU ranks)")
 
 
 def train_command(args: list[str], resume: bool, supervise: bool) -> int:

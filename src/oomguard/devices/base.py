@@ -3,18 +3,20 @@
 A Device answers three questions for the memory engine: how much memory is
 there, how much does this process use now and at its peak since a mark, and is
 this exception an out-of-memory. Backends with a hard allocator limit (CUDA,
-MPS) raise at the budget by themselves; on CPU the budget is enforced by the
-engine from measured process memory.
+MPS) raise at the budget by themselves; on CPU and unified memory the budget is
+also enforced by the engine from measured memory.
 """
 
 from __future__ import annotations
 
 import gc
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import torch
 
-from oomguard.oom_text import OOM_MESSAGES
+from oomguard.devices.heap import trim_host_heap
+from oomguard.oom_text import COLLECTIVE_TYPES, OOM_MESSAGES
 
 
 class OverBudget(RuntimeError):
@@ -28,8 +30,19 @@ class OverBudget(RuntimeError):
         self.budget = budget
 
 
+def _collective_failure(exc: BaseException) -> bool:
+    """A torch.distributed error (NCCL, gloo, the store): the communicator is gone, not the memory."""
+    return any(kind.__name__ in COLLECTIVE_TYPES for kind in type(exc).__mro__)
+
+
 def is_oom(exc: BaseException) -> bool:
-    """True when ``exc`` means the step ran out of memory, on any backend."""
+    """True when ``exc`` means the step ran out of memory, on any backend, and redoing it smaller can work.
+
+    A collective's failure is never one, even when NCCL's text says "out of
+    memory": its communicator is broken, so a retry would hang or fail again.
+    """
+    if _collective_failure(exc):
+        return False
     if isinstance(exc, OverBudget | MemoryError | torch.OutOfMemoryError):
         return True
     if not isinstance(exc, RuntimeError):
@@ -38,12 +51,22 @@ def is_oom(exc: BaseException) -> bool:
     return any(text in message for text in OOM_MESSAGES)
 
 
+@dataclass(frozen=True)
+class MixedPrecision:
+    """What ``amp=true`` trains with on a device: the autocast dtype and whether gradients need a scaler."""
+
+    dtype: torch.dtype | None
+    scaler: bool = False
+    #: Said once to the user when the device cannot do the usual (e.g. bfloat16 before macOS 14).
+    note: str | None = None
+
+
 class Device(ABC):
     """One backend: its torch device, its memory and its allocator."""
 
     kind: str = "abstract"
-    #: Memory shared with the host (CPU, Apple unified memory): the OS kills
-    #: before any exception, so the process's own memory counts too.
+    #: Memory shared with the host (CPU, Apple unified memory): the OS kills before any exception, so
+    #: the process tree's own memory counts too.
     unified: bool = False
     #: The allocator raises an OOM exception at a limit we can set.
     has_hard_limit: bool = False
@@ -60,10 +83,18 @@ class Device(ABC):
         """Memory in use as the budget counts it, from a reading of the process tree's host memory
         (``host``) and the device allocator's ``allocated`` and ``reserved`` bytes.
 
-        The one definition of "memory used" on this device: the meter, the sampler's
-        timeline, the epoch peaks and the report all count it this way.
+        The one definition of "memory used" on this device: the meter (budget checks, the probe, the
+        guardian, the rehearsal), the sampler's timeline and ``results.csv`` peaks, detection's records
+        and the supervisor's reading of a child's timeline all count it this way. ``reserved`` is what
+        the allocator holds, cached blocks included: the quantity a hard limit enforces (CUDA's
+        per-process fraction caps reserved bytes) and what the OS sees (Metal's driver memory).
+        On unified memory the host's share counts too.
         """
         return host + reserved if self.unified else reserved
+
+    def describe(self) -> str:
+        """One line for people (``oomguard doctor``): the device and what limits its memory."""
+        return str(self.torch_device)
 
     def bind(self) -> None:
         """Make this device the process's current one (a rank of a group on a multi-GPU machine)."""
@@ -74,18 +105,23 @@ class Device(ABC):
 
     @abstractmethod
     def available_memory(self) -> int:
-        """Bytes free for this process right now."""
+        """Bytes free right now that this process could still take (not counting what it holds)."""
 
     def allocated(self) -> int:
         """Bytes held by live tensors on the device (0 where the device is the host)."""
         return 0
 
     def reserved(self) -> int:
-        """Bytes held by the device allocator, cached blocks included."""
+        """Bytes held by the device allocator, cached blocks included (0 where the device is the host)."""
         return 0
 
     def peak_allocated(self) -> int:
-        """Device bytes at the peak since :meth:`reset_peak` (0 where the device is the host)."""
+        """Device bytes of live tensors at the peak since :meth:`reset_peak` (0 where none)."""
+        return 0
+
+    def peak_reserved(self) -> int | None:
+        """Reserved bytes at the peak since :meth:`reset_peak`; None where the backend keeps no such
+        statistic (the meter then takes the sampler's maximum)."""
         return 0
 
     def reset_peak(self) -> None:
@@ -102,9 +138,23 @@ class Device(ABC):
         ``gc.collect``): the probe calls it before each measurement.
         """
 
-    def set_hard_limit(self, limit_bytes: int) -> bool:
-        """Make the allocator raise OOM past ``limit_bytes``; False if the backend cannot."""
+    def release_host_heap(self) -> None:
+        """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``); the device untouched.
+
+        The Guard calls it before each step near a host-memory budget, so a
+        step's measured peak does not hold the pages the last one freed. Where
+        the C library has no trim (macOS) it does nothing.
+        """
+        trim_host_heap()
+
+    def set_hard_limit(self, limit_bytes: int, host_bytes: int = 0) -> bool:
+        """Make the allocator raise OOM past ``limit_bytes`` of :meth:`used` memory, ``host_bytes`` of
+        which the host holds now; False if the backend cannot."""
         return False
+
+    def mixed_precision(self) -> MixedPrecision:
+        """What ``amp=true`` means here: bfloat16 autocast without a scaler, unless a backend says more."""
+        return MixedPrecision(torch.bfloat16)
 
     def synchronize(self) -> None:
         """Wait for queued device work, so that measurements are complete."""

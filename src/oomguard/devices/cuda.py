@@ -1,10 +1,19 @@
-"""NVIDIA GPUs: the caching allocator's statistics, its per-process limit and its OOM."""
+"""NVIDIA GPUs: the caching allocator's statistics, its per-process limit and its OOM.
+
+What counts is *reserved* memory: ``set_per_process_memory_fraction`` caps the
+bytes the caching allocator holds (its segments, cached blocks included), so a
+step fits when its reserved peak does, fragmentation and all. Memory outside
+the allocator (the CUDA context, other processes on the card) is not ours to
+plan, but it shrinks what is free: ``available_memory`` is the driver's free
+memory (``mem_get_info``), so ``auto`` on a shared card plans for what is left.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from oomguard.devices.base import Device
+from oomguard.devices.base import Device, MixedPrecision
+from oomguard.units import format_bytes
 
 
 class CUDADevice(Device):
@@ -17,6 +26,11 @@ class CUDADevice(Device):
         super().__init__(torch.device("cuda", index))
         self.index = index
 
+    def describe(self) -> str:
+        name = torch.cuda.get_device_properties(self.index).name
+        free = format_bytes(self.available_memory())
+        return f"{self.torch_device} ({name}, {free} free of {format_bytes(self.total_memory())})"
+
     def bind(self) -> None:
         torch.cuda.set_device(self.index)
 
@@ -25,8 +39,7 @@ class CUDADevice(Device):
 
     def available_memory(self) -> int:
         free, _total = torch.cuda.mem_get_info(self.index)
-        # Blocks cached by our own allocator are free for us too.
-        return int(free) + self.reserved() - self.allocated()
+        return int(free)
 
     def allocated(self) -> int:
         return int(torch.cuda.memory_allocated(self.index))
@@ -36,6 +49,9 @@ class CUDADevice(Device):
 
     def peak_allocated(self) -> int:
         return int(torch.cuda.max_memory_allocated(self.index))
+
+    def peak_reserved(self) -> int | None:
+        return int(torch.cuda.max_memory_reserved(self.index))
 
     def reset_peak(self) -> None:
         torch.cuda.reset_peak_memory_stats(self.index)
@@ -47,10 +63,13 @@ class CUDADevice(Device):
     def release_cache(self) -> None:
         torch.cuda.empty_cache()
 
-    def set_hard_limit(self, limit_bytes: int) -> bool:
+    def set_hard_limit(self, limit_bytes: int, host_bytes: int = 0) -> bool:
         fraction = min(1.0, max(0.0, limit_bytes / self.total_memory()))
         torch.cuda.set_per_process_memory_fraction(fraction, self.index)
         return True
+
+    def mixed_precision(self) -> MixedPrecision:
+        return MixedPrecision(torch.float16, scaler=True)
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.index)

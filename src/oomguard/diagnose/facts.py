@@ -66,12 +66,12 @@ def _backends(device: str) -> tuple[tuple[Backend, ...], Backend | None, str | N
             backend = get_device(name)
         except OomguardError:
             continue
-        found.append(Backend(name, backend.total_memory(), str(backend.torch_device)))
+        found.append(Backend(name, backend.total_memory(), backend.describe()))
     try:
         chosen = get_device(device)
     except OomguardError as err:
         return tuple(found), None, str(err)
-    return tuple(found), Backend(chosen.kind, chosen.total_memory(), str(chosen.torch_device)), None
+    return tuple(found), Backend(chosen.kind, chosen.total_memory(), chosen.describe()), None
 
 
 def gather(config: Config | None = None) -> Facts:

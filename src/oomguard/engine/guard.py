@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from oomguard import environment
+from oomguard import environment, host
 from oomguard import events as ev
 from oomguard.devices import Device, device_of, get_device
 from oomguard.devices.base import OverBudget, is_oom
@@ -45,6 +45,7 @@ from oomguard.engine.resumable import LoopCheckpoints
 from oomguard.engine.runner import EvalFn, LossFn, Runner
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
+from oomguard.engine.update import UpdateRecovery
 from oomguard.errors import ConfigError
 from oomguard.events import EventLog
 from oomguard.memory.budget import Budget, resolve_budget
@@ -128,10 +129,9 @@ class Guard:
         eval_size = _size_arg("eval_microbatch", eval_microbatch)
         self.model, self.optimizer = model, optimizer
         self.device = _device_of(model, device)
-        self.budget: Budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap,
-                                             share=budget_share)
-        if self.budget.limit is not None and self.device.has_hard_limit:
-            self.device.set_hard_limit(self.budget.limit)
+        budget = resolve_budget(_limit_arg(memory_limit), self.device, cap=memory_cap, share=budget_share)
+        if budget.limit is not None and self.device.has_hard_limit:
+            self.device.set_hard_limit(budget.limit, host.tree_memory().total if self.device.unified else 0)
         run = _run_dir(run_dir, console)
         self.events = events if events is not None else EventLog(run / "events.jsonl" if run else None)
         self._own_sampler = sampler is None and run is not None
@@ -141,14 +141,14 @@ class Guard:
             sampler = MemorySampler(self.device, timeline, events=self.events).start()
         self.sampler = sampler
         self.meter = MemoryMeter(self.device, sampler)
-        check = self.budget.limit if self.device.unified else None  # hard-limit backends raise themselves
+        check = budget.limit if self.device.unified else None  # the OS kills before a hard limit is reached
         self.runner = Runner(model, optimizer, self.device, self.meter, check, scaler, amp_dtype,
                              clip_grad_norm)
         train_size = min(train_size, ceiling) if ceiling and train_size else train_size
         top = train_size or ceiling or None
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
         evaluation = Phase("eval", eval_size, eval_size or ceiling, auto=not eval_size)
-        self.sizer = Sizer(train, evaluation, self.budget, self.device, self.meter, self.events, headroom,
+        self.sizer = Sizer(train, evaluation, budget, self.device, self.meter, self.events, headroom,
                            grow_after, lambda: held_bytes(self.runner.state_tensors()))
         self.last_plan: Plan | None = None
         self.sync: StepSync | None = None
@@ -162,7 +162,7 @@ class Guard:
         self.last_step_peak = 0
         self.console = console
         #: Pressure, leaks and fragmentation, checked between steps (one implementation for every loop).
-        self.watch = MemoryWatch(self.events, self.budget.limit, min_available, console)
+        self.watch = MemoryWatch(self.events, budget.limit, min_available, console)
         #: Who checkpoints: this Guard's own checkpoints of a hand-written loop with ``run_dir``, the built-in
         #: loop's (:meth:`protect`), or nobody.
         self.protection: Protection = Unprotected()
@@ -171,6 +171,13 @@ class Guard:
             every = _duration_arg("checkpoint_every", checkpoint_every)
             self.checkpoints = LoopCheckpoints(self, run, every, scheduler, keep, console)
             self.protection = self.checkpoints
+        #: The optimizer step of every ``step``: copied first when at risk, redone on an out-of-memory.
+        self.updates = UpdateRecovery(self.runner.update, self.device, self.meter)
+
+    @property
+    def budget(self) -> Budget:
+        """The budget in force: ``memory_limit``'s, or lower once the device showed it has less free."""
+        return self.sizer.budget
 
     @property
     def microbatch(self) -> int:
@@ -224,10 +231,10 @@ class Guard:
                 self._note(failure[0])
                 self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
         # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
-        # step) does not depend on them.
+        # step) does not depend on them, and is measured on its own for the next update's risk.
         accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
-        self._optimizer_step()
-        peak = self.last_step_peak = self.meter.peak()
+        update_peak = self.updates.step(self.budget, self._optimizer_oom)
+        peak = self.last_step_peak = max(accumulated or 0, update_peak)
         self._note(peak)
         largest = spans[0][1] - spans[0][0]
         if self.runner.limit is not None and peak > self.runner.limit:
@@ -307,26 +314,18 @@ class Guard:
         glibc keeps pages freed by the last step (or by validation) in RSS, so a
         step's measured peak would hold them too and sizes would shrink for
         memory no tensor uses. Trimming costs ~1 ms plus re-faulting the pages
-        (a few % of a step), so it is only done where the budget is close.
+        (a few % of a step), so it is only done where the budget is close. It
+        is the C heap's trim only: the device's cache (Metal's on a Mac) stays.
         """
         limit = self.budget.limit
         if limit is not None and self.device.unified and self.last_step_peak > NEAR_BUDGET * limit:
-            self.device.release_cache()
+            self.device.release_host_heap()
 
-    def _optimizer_step(self) -> None:
-        failure = None
-        try:
-            self.runner.optimizer_step()
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            failure = self._failure(exc)
-        if failure is not None:
-            # Lazy optimizer state is allocated before any weight moves: free the cache and try once more.
-            self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=failure[0],
-                                    budget=self.budget.limit, error=f"optimizer step: {failure[1]}"))
-            self.device.empty_cache()
-            self.runner.optimizer_step()
+    def _optimizer_oom(self, exc: BaseException) -> None:
+        peak, error = self._failure(exc)
+        self._note(peak)
+        self.events.emit(ev.Oom(phase="train", microbatch=self.microbatch, peak=peak,
+                                budget=self.budget.limit, error=f"optimizer step: {error}"))
 
     def _failure(self, exc: BaseException) -> tuple[int | None, str]:
         peak = exc.peak if isinstance(exc, OverBudget) else self.meter.peak()

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass, replace
 
 _TRIED = re.compile(r"tried to allocate ([0-9.]+) ?([kmgt]?i?b)", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+# torch's allocators print binary sizes in both spellings: "2.00 GiB" (CUDA, MPS today) and "600.15 MB"
+# (MPS before it adopted c10's format_size).
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
 

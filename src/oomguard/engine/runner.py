@@ -1,4 +1,4 @@
-"""One pass over a batch in microbatches: forward, weighted backward, optimizer step, or evaluation.
+"""One pass over a batch in microbatches: forward and weighted backward, or evaluation.
 
 Every function here either finishes its work or raises; catching out-of-memory
 and deciding what to do next is the Guard's job. On CPU and unified memory the
@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from oomguard.devices.base import Device, OverBudget
 from oomguard.engine.ddp import StepSync
 from oomguard.engine.split import detach_cpu, iter_chunks, to_device
+from oomguard.engine.update import Update
 from oomguard.memory.meter import MemoryMeter
 from oomguard.memory.tensors import tensors_in
 
@@ -49,8 +50,8 @@ class Runner:
         self.limit = limit
         self.scaler = scaler
         self.amp_dtype = amp_dtype
-        self.clip_grad_norm = clip_grad_norm
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        #: The optimizer step: unscale and clip once, all or nothing on an out-of-memory.
+        self.update = Update(optimizer, scaler, clip_grad_norm)
         #: Evaluation runs the plain module: a DDP wrapper's forward is for training steps.
         self.eval_model = model.module if isinstance(model, DistributedDataParallel) else model
         #: The peak measured at the last check (bytes), for growth and the loop's records.
@@ -121,21 +122,6 @@ class Runner:
         if value.dtype in _HALF:
             value = value.float()
         return value if single else value * (count / total)
-
-    def optimizer_step(self) -> None:
-        """Clip if asked, step (through the GradScaler under AMP) and free the gradients."""
-        if self.scaler is not None:
-            if self.clip_grad_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            if self.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.params, self.clip_grad_norm)
-            self.optimizer.step()
-        # Flush the gradients as soon as the step is done: validation and checkpoints need the room.
-        self.optimizer.zero_grad(set_to_none=True)
 
     def evaluate(self, batch: Any, total: int, spans: list[tuple[int, int]], fn: EvalFn,
                  outputs: list[Any]) -> None:

@@ -21,6 +21,9 @@ from oomguard.memory.in_use import in_use
 from oomguard.memory.meter import MemoryMeter
 from oomguard.units import format_bytes
 
+#: An OOM with the device's reachable memory under this share of the budget lowers the working limit.
+LOWER_BELOW = 0.98
+
 
 @dataclass
 class Phase:
@@ -68,6 +71,7 @@ class Sizer:
     def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
         """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1."""
         self.device.empty_cache()
+        self._lower_limit()
         self.events.emit(ev.Oom(phase=phase.name, microbatch=phase.size, peak=peak, budget=self.budget.limit,
                                 error=error))
         if size <= 1:
@@ -91,6 +95,21 @@ class Sizer:
         if 0 < own < split.process:  # the failed step's heap may linger in its pages still
             split = replace(split, total=split.total - split.process + own, process=own)
         return refuse(phase.name, peak or 0, self.budget.limit, split, head)
+
+    def _lower_limit(self) -> None:
+        """On a discrete GPU, an OOM under the budget means another process holds the rest of the card:
+        the working limit drops at once to what this process can reach (what it holds plus what is
+        free), instead of shrinking step by redone step towards it."""
+        limit = self.budget.limit
+        if self.device.unified or not self.device.has_hard_limit or limit is None:
+            return
+        reachable = self.meter.current() + self.device.available_memory()
+        if reachable >= LOWER_BELOW * limit:
+            return
+        self.budget = Budget(reachable, f"lowered from {format_bytes(limit)}: the device had only "
+                                        f"{format_bytes(reachable)} for this process after an out-of-memory "
+                                        "under the budget (another process holds the rest)")
+        self.device.set_hard_limit(reachable)
 
     def over_target(self, phase: Phase, size: int, peak: int) -> bool:
         """A step that fitted but peaked above the target: the next ones run smaller (no redo)."""

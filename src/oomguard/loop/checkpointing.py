@@ -84,6 +84,9 @@ class Checkpointing(Callback):
         if not self.writes:
             return
         self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)
+        # The copy lives in host memory while it is written: on CPU and unified memory the plan keeps
+        # room for it (the probe measured one; a given microbatch has no probe).
+        state.guard.add_snapshot_bytes(self.writer.snapshot_bytes)
 
     def save_now(self, state: State) -> None:
         """An emergency checkpoint at this step boundary, written before this returns."""

@@ -69,9 +69,7 @@ class StepLimit(Callback):
 
     def on_step_end(self, state: State) -> None:
         self.steps += 1
-        device = state.device
-        used = host.process_rss() + device.allocated() if device.unified else device.allocated()
-        self.detector.add(self.steps, used)
+        self.detector.add(self.steps, state.guard.meter.current())  # as the budget counts it
         if self.steps >= self.limit:
             state.request_stop(StopCause.REHEARSAL, "rehearsal")
 

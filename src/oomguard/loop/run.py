@@ -58,6 +58,9 @@ def run_training(config: Config, run: RunDir, resume: bool, group: Group | None 
                            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
                            ranks=group.world if group is not None else None, pids=pids,
                            steps_per_epoch=state.steps_per_epoch)
+            note = state.device.mixed_precision().note if config.amp else None
+            if note is not None:
+                printer.print(note)  # once per run, not once per stage
         if main and state.task.data is not None:
             state.task.data.announce(events, printer.print)  # the layout, the split, images left out
         if resumed is not None:

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
+from oomguard import devices
 from oomguard.config import Config
 from oomguard.data.loader import make_eval_loader, make_rank_loader, make_train_loader
 from oomguard.data.sampler import ResumableSampler
 from oomguard.data.shard import RankBatches
 from oomguard.data.skipping import SkipReport
-from oomguard.devices import Device, get_device
+from oomguard.devices import Device
 from oomguard.distributed.group import Group
 from oomguard.engine.guard import Guard
 from oomguard.events import EventLog
@@ -47,20 +48,18 @@ def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimi
 
 
 def amp_settings(config: Config, device: Device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """Mixed precision: float16 with a GradScaler on CUDA, bfloat16 elsewhere, nothing when off."""
+    """Mixed precision as the device does it (float16 with a GradScaler on CUDA, bfloat16 elsewhere,
+    float16 or nothing on MPS before macOS 14); nothing when off."""
     if not config.amp:
         return None, None
-    if device.kind == "cuda":
-        return torch.float16, torch.amp.GradScaler("cuda")
-    return torch.bfloat16, None
+    precision = device.mixed_precision()
+    scaler = torch.amp.GradScaler(device.torch_device.type) if precision.scaler else None
+    return precision.dtype, scaler
 
 
 def rank_device(config: Config, local_rank: int | None) -> Device:
     """``config.device``; for a rank of a group on a multi-GPU machine, the GPU of its local rank."""
-    device = get_device(config.device)
-    if local_rank is not None and device.kind == "cuda" and config.device in ("auto", "cuda"):
-        device = get_device(f"cuda:{local_rank}")
-    return device
+    return devices.rank_device(config.device, local_rank)
 
 
 def data_parallel(model: torch.nn.Module, device: Device) -> torch.nn.Module:
@@ -129,5 +128,5 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
         guard=guard, sampler=sampler, events=events, memory=memory, train_loader=train_loader,
         val_loader=val_loader, steps_per_epoch=steps_per_epoch, scaler=scaler, group=group,
     )
-    memory.add_listener(lambda sample: state.note_peak(sample.used))
+    memory.add_listener(lambda sample: state.note_peak(sample.used))  # Device.used, as the sampler read it
     return state

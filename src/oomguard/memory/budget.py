@@ -1,10 +1,14 @@
 """The memory budget: what ``memory_limit`` means in bytes on this device.
 
-On CPU and unified memory the OS kills before any exception, so ``auto``
-leaves headroom under the point where the OS would act: what this process
-tree holds now (each page once: loader workers add only their own pages)
-plus what the system has available, less a reserve for the OS and
-other programs, and never more than 85% of the machine.
+The budget is in the device's own measure of memory used (:meth:`Device.used`).
+``auto`` is what this process holds now plus what is free, capped at 85% of
+the device. On CPU and unified memory (Apple Silicon: the host's memory plus
+Metal's, the model already on the GPU included) the OS kills before any
+exception, so it also leaves a reserve for the OS and other programs; the
+process tree's host memory counts each page once (loader workers add only
+their own pages). On a discrete GPU it is the smaller of 85% of the card and
+what is free plus what this process's allocator holds, so a card shared with
+another process works.
 """
 
 from __future__ import annotations
@@ -36,12 +40,18 @@ class Budget:
         return "off" if self.limit is None else f"{format_bytes(self.limit)} ({self.source})"
 
 
+def used_now(device: Device) -> int:
+    """Memory this process uses now on ``device`` (its process tree's host memory where that counts)."""
+    return device.used(host.tree_memory(fresh=True).total if device.unified else 0, device.allocated(),
+                       device.reserved())
+
+
 def auto_limit(device: Device, in_use: int | None = None) -> int:
     """The ``auto`` budget for ``device``, given ``in_use`` bytes this process tree holds now."""
     total = device.total_memory()
+    in_use = used_now(device) if in_use is None else in_use
     if not device.unified:
-        return int(total * AUTO_SHARE)
-    in_use = host.tree_memory(fresh=True).total if in_use is None else in_use
+        return int(max(0, min(total * AUTO_SHARE, in_use + device.available_memory())))
     limit, _usage = host.cgroup_limit_and_usage()
     # Inside a memory cgroup the limit is the whole world: no OS to leave a fixed reserve for.
     floor = 0 if limit is not None and limit <= total else MIN_RESERVE
@@ -74,7 +84,8 @@ def _resolve(memory_limit: str | float | int, device: Device, cap: int | None) -
         limit = auto_limit(device)
         if cap is not None and device.unified and cap * AUTO_SHARE < limit:
             return Budget(int(cap * AUTO_SHARE), f"auto: {AUTO_SHARE:.0%} of memory_cap {format_bytes(cap)}")
-        return Budget(limit, f"auto: {AUTO_SHARE:.0%} of {device.kind} memory with OS headroom")
+        words = "with OS headroom" if device.unified else "or what is free"
+        return Budget(limit, f"auto: {AUTO_SHARE:.0%} of {device.kind} memory {words}")
     if isinstance(memory_limit, float):
         limit = int(memory_limit * device.total_memory())
         return Budget(limit, f"{memory_limit:g} of {format_bytes(device.total_memory())}")

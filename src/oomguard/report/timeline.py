@@ -44,6 +44,8 @@ class MemorySummary:
     peak_tree_rss_time: float | None = None
     peak_device_allocated: int = 0
     peak_device_reserved: int = 0
+    #: The highest ``used`` (the device's one definition of memory used); 0 in files without the column.
+    peak_used: int = 0
     min_available: int | None = None
 
     @property
@@ -147,7 +149,7 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
         return None
     folder = _Folder(max_points)
     rows = 0
-    peak_rss = peak_alloc = peak_reserved = 0
+    peak_rss = peak_alloc = peak_reserved = peak_used = 0
     peak_rss_time: float | None = None
     min_available: float | None = None
     start = end = None
@@ -165,6 +167,7 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
         if "tree_memory" in index:  # counted once per page: the RSS sum counts workers' shared pages again
             rss_i, child_i = index["tree_memory"], None
         alloc_i, res_i, avail_i = get("device_allocated"), get("device_reserved"), get("system_available")
+        used_i = get("used")
         for row in reader:
             if len(row) != width:
                 continue  # torn line from a killed writer
@@ -174,6 +177,7 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
                     float(row[child_i]) if child_i is not None and row[child_i] else 0.0)
                 alloc = float(row[alloc_i]) if alloc_i is not None and row[alloc_i] else 0.0
                 reserved = float(row[res_i]) if res_i is not None and row[res_i] else 0.0
+                used = float(row[used_i]) if used_i is not None and row[used_i] else 0.0
                 avail = parse_number(row[avail_i]) if avail_i is not None and row[avail_i] else None
                 rank = int(row[rank_i]) if rank_i is not None and row[rank_i] else 0
             except ValueError:
@@ -187,6 +191,7 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
                 peak_rss, peak_rss_time = int(rss), t
             peak_alloc = max(peak_alloc, int(alloc))
             peak_reserved = max(peak_reserved, int(reserved))
+            peak_used = max(peak_used, int(used))
             if avail is not None and (min_available is None or avail < min_available):
                 min_available = avail
             folder.add(rank, t, [rss, alloc, reserved, avail if avail is not None else math.nan])
@@ -194,7 +199,7 @@ def read_timeline(path: Path, max_points: int = 1500) -> Timeline | None:
         return None
     summary = MemorySummary(
         rows=rows, start=start, end=end, peak_tree_rss=peak_rss, peak_tree_rss_time=peak_rss_time,
-        peak_device_allocated=peak_alloc, peak_device_reserved=peak_reserved,
+        peak_device_allocated=peak_alloc, peak_device_reserved=peak_reserved, peak_used=peak_used,
         min_available=int(min_available) if min_available is not None else None,
     )
     return Timeline(ranks=folder.result(), summary=summary, columns=columns)

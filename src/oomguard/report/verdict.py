@@ -60,9 +60,12 @@ def budget_of(events: Sequence[ev.Event]) -> int | None:
 
 
 def measured_peak(events: Sequence[ev.Event], memory: MemorySummary | None) -> int | None:
-    """The peak the budget is compared against: device allocator on CUDA, process tree elsewhere."""
+    """The peak the budget is compared against: the timeline's ``used`` (memory used as the device counts
+    it); in a file from before that column, the device allocator on CUDA and the process tree elsewhere."""
     if memory is None or memory.rows == 0:
         return None
+    if memory.peak_used:
+        return memory.peak_used
     device = next((str(e.device or "") for e in reversed(events) if isinstance(e, ev.Start)), "")
     if device.startswith("cuda"):
         return memory.peak_device_allocated or memory.peak_device_reserved or memory.peak_tree_rss

@@ -10,11 +10,15 @@
   The same with none of these: ``unexplained_kill``, as is SIGTERM/SIGHUP/SIGQUIT from outside.
 - SIGINT or exit 130 (the child was interrupted, or stopped on a request): ``interrupted``, not
   restarted.
-- a traceback that ends in an out-of-memory error (or oomguard's exit 3: no plan fits): ``oom``.
+- a traceback that ends in an out-of-memory error (or oomguard's exit 3: no plan fits), or output
+  that tells of a memory failure no exception carried (an MPSNDArray size assertion that aborts
+  the process, Metal's "Insufficient Memory"): ``oom``.
 - oomguard's exit 2 (a config, data or run-directory mistake): ``error``, never retried.
 - any other exception, non-zero exit or crash signal (SIGSEGV, SIGABRT...): ``bug``.
 
-"Near the limit" is a peak tree RSS of at least 90% of the cap or the budget;
+"Near the limit" is a peak of at least 90% of the cap or the budget: the tree's RSS as the
+supervisor sampled it, or the memory the child itself last reported as used (its ``memory.csv``:
+on a Mac that includes Metal's memory, which RSS leaves out);
 "nearly out" is system available memory under max(256 MiB, 5% of the
 machine) in the last samples (~2 s).
 """
@@ -32,7 +36,7 @@ from oomguard.codes import (
     EXIT_USER_ERROR,
     shell_status,
 )
-from oomguard.oom_text import mentions_oom
+from oomguard.oom_text import memory_abort, mentions_oom
 from oomguard.units import format_bytes
 
 NEAR_LIMIT = 0.90
@@ -53,6 +57,12 @@ class Evidence:
     limit: int | None = None  # the memory cap, else the child's budget
     cap_hit: bool = False  # our cap killed it (the cgroup's OOM killer, or the poller)
     kernel_oom_kills: int = 0  # OOM kills the kernel made during the attempt
+    peak_used: int = 0  # highest memory the child reported as used in its last seconds (device included)
+
+    @property
+    def peak(self) -> int:
+        """The highest memory seen: the supervisor's RSS samples, or what the child said it used."""
+        return max(self.peak_rss, self.peak_used)
 
 
 @dataclass(frozen=True)
@@ -112,13 +122,15 @@ def low_available(total: int) -> int:
 
 def _memory_reason(evidence: Evidence) -> str | None:
     """Why the memory numbers say this kill was for memory, or None when they do not."""
-    peak = format_bytes(evidence.peak_rss)
+    peak = format_bytes(evidence.peak)
+    if evidence.peak_used > evidence.peak_rss:
+        peak += " with device memory"
     if evidence.cap_hit and evidence.limit is not None:
         return f"over the memory cap of {format_bytes(evidence.limit)} (peak {peak})"
     if evidence.kernel_oom_kills > 0:
         return f"the kernel's OOM killer acted (peak {peak})"
-    if evidence.limit and evidence.peak_rss >= NEAR_LIMIT * evidence.limit:
-        share = evidence.peak_rss / evidence.limit
+    if evidence.limit and evidence.peak >= NEAR_LIMIT * evidence.limit:
+        share = evidence.peak / evidence.limit
         return f"peak {peak}, {share:.0%} of the limit {format_bytes(evidence.limit)}"
     if evidence.min_available is not None and evidence.min_available <= low_available(evidence.total):
         # On unified memory (CPU, Apple silicon) the OS kills whoever it likes once memory runs low,
@@ -132,7 +144,7 @@ def _memory_reason(evidence: Evidence) -> str | None:
 
 
 def _far_from_limits(evidence: Evidence) -> str:
-    parts = [f"peak {format_bytes(evidence.peak_rss)}"]
+    parts = [f"peak {format_bytes(evidence.peak)}"]
     if evidence.limit:
         parts.append(f"limit {format_bytes(evidence.limit)}")
     if evidence.min_available is not None:
@@ -169,6 +181,9 @@ def attribute(
         return Cause("unexplained_kill", returncode, far, error)
     if evidence.cap_hit or evidence.kernel_oom_kills > 0:  # a process of its tree was OOM-killed; it followed
         return Cause("memory_kill", returncode, f"exited {returncode} after an OOM kill: {memory}", error)
+    abort = memory_abort(lines)
+    if abort is not None:  # SIGABRT from an MPSNDArray assertion, or a crash after Metal ran out
+        return Cause("oom", returncode, f"ran out of device memory: {abort[-200:]}", error)
     if returncode < 0:
         name = Cause("bug", returncode, "").signal
         if -returncode in _OUTSIDE_SIGNALS:

@@ -7,8 +7,6 @@ earlier attempt is never mistaken for the current one.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,9 +15,9 @@ from typing import Any
 from oomguard import events as ev
 from oomguard.rundir import RunDir
 from oomguard.supervise.attempt import WINDOW_SECONDS
+from oomguard.supervise.evidence import tail_rows
 from oomguard.supervise.ladder import RELEASE_KEY, LoaderMemory, PlanState
 
-_TAIL_BYTES = 8192
 #: Enough of the memory timeline's end to hold its last WINDOW_SECONDS of samples, for a few ranks.
 _LOADER_TAIL_BYTES = 65536
 
@@ -88,21 +86,6 @@ def read_child_report(run_dir: RunDir, overrides: Mapping[str, Any]) -> ChildRep
     return replace(report, state=replace(report.state, loader=loader))
 
 
-def _tail(path: Path, size: int) -> tuple[list[str], list[str]]:
-    """The header of a CSV file and its last whole lines within ``size`` bytes (([], []) when unreadable)."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.readline().decode("utf-8", errors="replace").strip().split(",")
-            start = handle.tell()
-            end = handle.seek(0, io.SEEK_END)
-            handle.seek(max(start, end - size))
-            cut = end - size > start  # the first line read is then part of a row
-            lines = handle.read().decode("utf-8", errors="replace").splitlines()
-    except OSError:
-        return [], []
-    return header, lines[1:] if cut else lines
-
-
 def loader_memory(path: Path, since: float | None, budget: int | None) -> LoaderMemory | None:
     """What the loader workers held in the last samples (``WINDOW_SECONDS``) of the attempt that
     started at ``since``.
@@ -112,15 +95,13 @@ def loader_memory(path: Path, since: float | None, budget: int | None) -> Loader
     where the timeline does not say (no rows of that attempt, or written before
     the ``children_private`` column).
     """
-    header, lines = _tail(path, _LOADER_TAIL_BYTES)
+    header, lines = tail_rows(path, _LOADER_TAIL_BYTES)
     names = ("time", "rank", "tree_memory", "children_private")
     if not set(names) <= set(header):
         return None
     columns = [header.index(name) for name in names]
     rows: list[tuple[float, str, int, int]] = []
-    for row in csv.reader(lines):
-        if len(row) != len(header):
-            continue  # torn by the kill
+    for row in lines:  # whole rows only: a row torn by the kill is dropped
         cells = [row[i] for i in columns]
         try:
             rows.append((float(cells[0]), cells[1], int(cells[2]), int(cells[3])))
@@ -187,12 +168,12 @@ def attempt_record(run_dir: RunDir, since: float, until: float) -> AttemptRecord
 
 def _timeline_step(run_dir: RunDir, since: float) -> int | None:
     """The step of the last row of the memory timeline written at ``since`` or later."""
-    header, tail = _tail(run_dir.memory, _TAIL_BYTES)
+    header, rows = tail_rows(run_dir.memory)
     if "step" not in header or "time" not in header:
         return None
     column, clock = header.index("step"), header.index("time")
-    for row in csv.reader(reversed(tail)):
-        if len(row) != len(header) or not row[column].isdigit():
+    for row in reversed(rows):
+        if not row[column].isdigit():
             continue
         try:
             if float(row[clock]) < since:

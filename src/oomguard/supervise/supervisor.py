@@ -58,6 +58,7 @@ class Inspection:
     started: bool | None = None  # it got past start-up; None: unknown (a command)
     progressed: bool | None = None  # it trained past where it started; None: unknown (a command)
     lost_seconds: float | None = None  # work since the checkpoint the next attempt resumes from
+    peak_used: int | None = None  # the child's last reported memory used, where the OS counts it all
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ class Supervisor:
             evidence = outcome.evidence
             if evidence.limit is None and inspection.budget is not None:
                 evidence = replace(evidence, limit=inspection.budget)
+            if inspection.peak_used is not None:
+                evidence = replace(evidence, peak_used=inspection.peak_used)
             cause = attribute(outcome.returncode, evidence, outcome.stderr or outcome.tail,
                               self.strategy.oomguard_child)
             if cause.kind == "success":
@@ -229,7 +232,7 @@ class Supervisor:
                    outcome: Outcome) -> None:
         self.log.emit(ev.Kill(
             cause=cause.kind, signal=cause.signal, exit_code=cause.exit_code, attempt=attempt,
-            step=inspection.step, reason=cause.reason, error=cause.error, peak=evidence.peak_rss,
+            step=inspection.step, reason=cause.reason, error=cause.error, peak=evidence.peak,
             available=evidence.min_available, limit=evidence.limit, seconds=round(outcome.seconds, 3),
             cap=self.attempts.cap_limit if self.attempts.cap is not None else None,
             killer=self.attempts.killer if evidence.cap_hit else None,

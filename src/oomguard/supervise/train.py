@@ -19,6 +19,7 @@ from typing import Any
 from oomguard import events as ev
 from oomguard.rundir import RunDir
 from oomguard.supervise.attribution import Cause
+from oomguard.supervise.evidence import counts_host_memory, recent_used
 from oomguard.supervise.history import attempt_record, read_child_report
 from oomguard.supervise.ladder import next_rung
 from oomguard.supervise.log import Console, SupervisorLog
@@ -80,18 +81,20 @@ class TrainStrategy:
     def inspect(self, since: float, until: float) -> Inspection:
         """The attempt started at ``since`` and dead at ``until``: its plan, budget, step and lost work."""
         report = read_child_report(self.run_dir, self.overrides)
-        need = None
+        need = started = None
         for event in ev.load_events(self.run_dir.events):
             if isinstance(event, ev.Start):
-                need = None
+                need, started = None, event.time
             elif isinstance(event, ev.Pressure | ev.Stop) and isinstance(event.need, int):
                 need = event.need
         # A CUDA budget is GPU memory; the OS kills for host memory, which that budget says nothing about.
-        host_budget = None if report.state.device.startswith("cuda") else report.budget
+        # On CPU and MPS the child's own timeline counts all of it: Metal's memory is not in RSS.
+        host = counts_host_memory(report.state.device)
+        used = recent_used(self.run_dir.memory, since=started) if host else None
         record = attempt_record(self.run_dir, since, until)
-        return Inspection(budget=host_budget, step=record.step, need=need,
+        return Inspection(budget=report.budget if host else None, step=record.step, need=need,
                           started=record.started, progressed=record.progressed,
-                          lost_seconds=record.lost_seconds)
+                          lost_seconds=record.lost_seconds, peak_used=used)
 
     def restart(self, cause: Cause, previous: list[str]) -> NextAttempt | None:
         report = read_child_report(self.run_dir, self.overrides)
