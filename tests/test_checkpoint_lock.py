@@ -29,10 +29,10 @@ else:  # hold, or hold-fork: keep the lock (and a forked child) until stdin clos
     RunLock(run).acquire()
     child = os.fork() if mode == "hold-fork" else 0
     if mode == "hold-fork" and child == 0:
-        print("child ready", flush=True)  # the at-fork hook has run by the time fork() returns here
+        os.write(1, b"child ready\\n")  # one write: the at-fork hook has run by the time fork() returns here
         sys.stdin.read()
         os._exit(0)
-    print(f"held {os.getpid()} {child}", flush=True)
+    os.write(1, f"held {os.getpid()} {child}\\n".encode())  # one write: never split by the child's line
     sys.stdin.read()
 """
 
