@@ -204,11 +204,12 @@ def test_a_run_with_an_image_broken_since_it_started_resumes_exactly_after_a_kil
     truncate(victim)  # broken while no run is going: both resumes below meet it at the same step
     shutil.copytree(reference, tmp_path / "runs" / "killed")
 
-    done = oomguard("train", "--no-supervise", "--resume", "epochs=3", "name=ref", cwd=tmp_path)
+    # Five epochs after the first: long enough to be caught after its skip, whatever the load.
+    done = oomguard("train", "--no-supervise", "--resume", "epochs=6", "name=ref", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
     killed = tmp_path / "runs" / "killed"
-    process = start(tmp_path, "--resume", "epochs=3", "name=killed")
+    process = start(tmp_path, "--resume", "epochs=6", "name=killed")
     wait_for(process, lambda: checkpointed_after_a_skip(killed))
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)

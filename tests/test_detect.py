@@ -148,8 +148,8 @@ def test_memory_pressure_checkpoints_mid_epoch_exits_75_and_the_resume_finishes(
     assert second.returncode == 75, second.stderr
     log = events(run)
     tail = log[max(i for i, e in enumerate(log) if e["event"] == "start"):]
-    assert [e["event"] for e in tail] == ["start", "plan", "pressure", "checkpoint", "pressure", "checkpoint",
-                                          "stop"]
+    kinds = [e["event"] for e in tail if e["event"] != "data"]  # ultralytics' dataset summary aside
+    assert kinds == ["start", "plan", "pressure", "checkpoint", "pressure", "checkpoint", "stop"]
     assert tail[0]["resume"] is True
     saves = [e for e in tail if e["event"] == "checkpoint"]
     assert all(e["epoch"] == 1 and e["path"] == str(run / "yolo" / "weights" / "last.pt") for e in saves)

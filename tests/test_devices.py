@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -70,7 +72,9 @@ def test_mps_auto_budget_counts_the_model_already_on_the_gpu(monkeypatch: pytest
     chip = MPSChip(recommended=21 * GB).install(monkeypatch)
     monkeypatch.setattr(host, "total_memory", lambda: 32 * GB)
     monkeypatch.setattr(host, "available_memory", lambda: 12 * GB)
-    monkeypatch.setattr(host, "tree_rss", lambda pid=None: 2 * GB)
+    root = host.ProcessMemory(os.getpid(), 2 * GB, 2 * GB, 2 * GB)  # the process tree's host memory: 2 GB
+    tree = host.TreeMemory(2 * GB, (root,), "pss", True)
+    monkeypatch.setattr(host, "tree_memory", lambda *args, **kwargs: tree)
     monkeypatch.setattr(host, "cgroup_limit_and_usage", lambda: (None, None))
     chip.pool.alloc(6 * GB)  # the model and its optimizer state, moved to MPS before the Guard exists
     mps = chip.device()

@@ -109,8 +109,10 @@ def test_restore_continues_at_the_next_sample_with_the_same_draws(tmp_path: Path
     run(5, tmp_path / "parts")
     resumed = run(None, tmp_path / "parts")  # 7 more steps: the rest of epoch 0 and all of epoch 1
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    again = run(None, tmp_path / "parts")  # from the checkpoint after the last epoch: nothing left to train
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
     last = load_checkpoint(tmp_path / "parts" / "weights" / "last.pt", require_checksum=True)
-    assert last["step"] == 12 and last["extra"]["loop_state"]["values"] == {"epoch": 1, "seen": 192}
+    assert last["step"] == 12 and last["extra"]["loop_state"]["values"] == {"epoch": 2, "seen": 192}  # done
 
 
 def test_a_plain_dataloader_restarts_its_epoch_and_says_so_once(tmp_path: Path,

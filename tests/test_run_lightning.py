@@ -58,5 +58,6 @@ def test_a_lightning_cli_fit_killed_mid_run_resumes_from_its_last_checkpoint(tmp
     second = [epoch for attempt, epoch in trained if attempt == 2]
     assert second == list(range(saved + 1, EPOCHS))  # continued after the checkpoint's epoch
     assert [epoch for attempt, epoch in trained if attempt == 1][: saved + 1] == list(range(saved + 1))
-    assert f"restarting: lightning preset resumes from {checkpoint}" in output
+    resumed = re.escape(f"lightning preset resumes from {checkpoint}")
+    assert re.search(rf"restarting( in [0-9.]+s)?: {resumed}", output)
     assert "Restoring states from the checkpoint path" in output

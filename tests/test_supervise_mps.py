@@ -37,7 +37,7 @@ run, action = Path(sys.argv[1]), sys.argv[3]
 attempt = int(os.environ["OOMGUARD_ATTEMPT"])
 config = yaml.safe_load((run / "config.yaml").read_text())
 chip = MPSChip().install(pytest.MonkeyPatch())
-budget = host.tree_rss() + 1 * GIB
+budget = host.tree_memory(fresh=True).total + 1 * GIB
 log = EventLog(run / "events.jsonl")
 log.emit(ev.Start(pid=os.getpid(), attempt=attempt, resume=attempt > 1, device="mps", budget=budget,
                   config=config))

@@ -65,7 +65,7 @@ class ResumableLoader:
         return -(-self.length // self.batch_size)
 
     def __iter__(self) -> Iterator[Any]:
-        if self.position >= self.length or (self.drop_last and self.length - self.position < self.batch_size):
+        if self.next_epoch() > self.epoch:
             self.epoch, self.position = self.epoch + 1, 0  # the last epoch was handed out to its end
         positions = _Positions(self.length, self.seed, self.shuffle, self.epoch, self.position)
         # A generator of its own: starting an iterator draws a base seed, and drawing it from the global
@@ -78,6 +78,12 @@ class ResumableLoader:
             self.position += _count(batch)
             yield batch
         self.epoch, self.position = self.epoch + 1, 0
+
+    def next_epoch(self) -> int:
+        """The epoch the next iteration hands out (an epoch handed out to its end is done)."""
+        left = self.length - self.position
+        done = left <= 0 or (self.drop_last and left < self.batch_size)
+        return self.epoch + 1 if done else self.epoch
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "length": self.length, "seed": self.seed,

@@ -23,6 +23,9 @@ What a checkpoint holds, and as of when:
   about to train on. A resume fetches that batch again, with the same draws.
 - A plain ``DataLoader`` has no position to save: a resume starts its epoch
   again, and the console says so once.
+- An integer ``state["epoch"]`` follows a :class:`~oomguard.data.resumable.ResumableLoader`
+  that was handed out to the end of its epoch: a checkpoint taken after the
+  loop's last epoch (``guard.save()``) resumes with nothing left to train.
 
 Checkpoints are written in the background (an in-memory snapshot first),
 atomically and checksummed, into ``run_dir/weights`` exactly as ``oomguard
@@ -45,6 +48,7 @@ from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, RunLock, cap
 from oomguard.checkpoint.rng import RawRng, raw_rng, rng_from_raw
 from oomguard.checkpoint.snapshots import check_loadable, snapshot
 from oomguard.codes import EXIT_PRESSURE
+from oomguard.data.resumable import ResumableLoader
 from oomguard.errors import MemoryPressureError, RunDirError
 from oomguard.memory.pressure import PressureDecision
 
@@ -179,6 +183,12 @@ class LoopCheckpoints:
             target = self.state.get(key)
             if target is not None and _stateful(target):
                 target.load_state_dict(position)
+        # ``state["epoch"]`` is set as an epoch starts; a loader handed out to its end is one epoch further
+        # (a checkpoint at the end of the loop, after its last epoch): the loop goes on where the data is.
+        epoch = self.state.get("epoch")
+        loaders = [value.next_epoch() for value in self.state.values() if isinstance(value, ResumableLoader)]
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and loaders and max(loaders) > epoch:
+            self.state["epoch"] = max(loaders)
 
     def _warn_about(self, state: MutableMapping[str, Any]) -> None:
         """Once per key: what a checkpoint cannot hold, and a DataLoader that will restart its epoch."""

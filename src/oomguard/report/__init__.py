@@ -47,11 +47,12 @@ def write_report(run_dir: str | Path, max_points: int = 1500) -> ReportPaths:
     return paths
 
 
-def write_final_report(run_dir: str | Path, say: Callable[[str], None]) -> None:
-    """The report at the end of a run; a plotting failure must not fail a finished training."""
+def write_final_report(run_dir: str | Path, say: Callable[[str], None], announce: bool = True) -> None:
+    """The report at the end of a run (``announce``: say where); a plotting failure must not fail a run."""
     try:
         paths = write_report(run_dir)
     except Exception as err:  # the run itself succeeded
         say(f"report not written ({type(err).__name__}: {err}); try: oomguard report {run_dir}")
         return
-    say(f"report: {paths.html}")
+    if announce:
+        say(f"report: {paths.html}")

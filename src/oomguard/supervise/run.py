@@ -154,5 +154,7 @@ def run_command(
     supervisor = Supervisor(strategy, log, max_restarts=max_restarts, cap=memory_limit, use_cgroup=use_cgroup,
                             timeline=directory.memory, console=console, restart_wait=restart_wait)
     code = supervisor.run()
-    write_final_report(directory.root, supervisor.say)  # the whole story: every attempt, the command's events
+    # The whole story (every attempt, the events of a Guard inside) in DIR/report.html; the last line
+    # the command printed stays the supervisor's summary.
+    write_final_report(directory.root, supervisor.say, announce=False)
     return code
