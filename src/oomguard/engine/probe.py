@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,19 +24,18 @@ from torch import nn
 from oomguard.checkpoint.rng import capture_rng, restore_rng
 from oomguard.checkpoint.snapshots import snapshot, snapshot_bytes
 from oomguard.devices.base import is_oom
-from oomguard.engine.plan import Fit, Plan, Row, choose, fit_line, model_from_rows
+from oomguard.engine.evidence import Caution
+from oomguard.engine.plan import Curve, Fit, Plan, Row, choose, fit_line
+from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import target_bytes
 from oomguard.engine.refusal import NoFitError, refuse
 from oomguard.engine.runner import EvalFn, LossFn, Runner
+from oomguard.engine.split import chunk_spans, largest_chunk
 from oomguard.host import TreeMemory
 from oomguard.memory.in_use import in_use
 from oomguard.memory.tensors import held_bytes, tensors_in
 
 Spans = list[tuple[int, int]]
-#: On memory shared with the host the first choice assumes this much more per sample than two
-#: microbatches showed: glibc's heap keeps growing over the microbatches of a step before it levels
-#: off. The first real steps then calibrate the size on what they peak at (see Sizer.calibrate).
-HOST_HEAP_GROWTH = 1.5
 
 
 def probe_sizes(ceiling: int) -> list[int]:
@@ -95,8 +94,9 @@ class _Sweep:
         self.offset = offset
         self.rows: list[Row] = []
 
-    def one(self, size: int) -> bool:
-        """Measure ``size`` samples; False when it did not fit or a larger size is not worth trying."""
+    def one(self, size: int, spans: Spans | None = None) -> bool:
+        """Measure ``size`` samples (twice, or as ``spans``: a whole step's chunks of that size); False
+        when it did not fit or a larger size is not worth trying."""
         device, meter = self.runner.device, self.runner.meter
         device.release_cache()  # a cache left by the previous size would otherwise be reused, unseen
         meter.mark()
@@ -111,14 +111,15 @@ class _Sweep:
         try:
             # Two microbatches: the second meets the first one's gradients and, on CPU, the heap the
             # first left behind (glibc keeps freed chunks): one alone would promise too much.
-            self.run([(0, size), (0, size)])
+            self.run(spans or [(0, size), (0, size)])
             device.synchronize()
         except Exception as exc:
             if not is_oom(exc):
                 raise
             ok = False
         peak = meter.peak()
-        self.rows.append(Row(size=size, peak=peak, extra=peak - start + self.offset, ok=ok))
+        self.rows.append(Row(size=size, peak=peak, extra=peak - start + self.offset, ok=ok,
+                             whole=spans is not None))
         if not ok:
             self.runner.drop_gradients()
             device.empty_cache()  # with a collection: the failure's traceback may have left cycles
@@ -157,26 +158,62 @@ def _too_big(runner: Runner, phase: str, budget: int | None, before: TreeMemory 
     return refuse(phase, needed, budget, split)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What the process held between steps in the probe, the optimizer state made (bytes, as ``current``)."""
+
+    total: int
+    #: Of ``total``: the loader workers' part, and the probe's own copies that go with the restore.
+    children: int = 0
+    copies: int = 0
+    optimizer: int = 0
+    #: The optimizer step's peak (with the gradients it steps from).
+    step_peak: int = 0
+
+    @property
+    def after(self) -> int:
+        """What ``meter.current()`` will read between steps once training runs."""
+        return max(0, self.total - self.copies)
+
+
+def _held(runner: Runner, copies: int, step_peak: int) -> _Held:
+    """Measure what is held between steps now: no gradients, the allocator's free cache handed back."""
+    runner.drop_gradients()
+    runner.device.release_cache()
+    reading = runner.meter.reading()  # each process measured now: the workers' share (host memory only)
+    return _Held(total=runner.meter.current(), children=reading.children if reading is not None else 0,
+                 copies=copies, optimizer=snapshot_bytes(runner.optimizer.state_dict()["state"]),
+                 step_peak=step_peak)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of the weights and buffers of ``model`` (each tensor once)."""
+    return snapshot_bytes([*model.parameters(), *model.buffers()])
+
+
 def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_fn: EvalFn | None, *,
           ceiling: int, budget: int | None, headroom: float, reserve: int,
-          eval_ceiling: int | None = None) -> Plan:
+          eval_ceiling: int | None = None, worker_sets: float = 1.0) -> Plan:
     """Measure, put the run's state back, and choose the train (with ``loss_fn``) and eval microbatch.
 
     ``reserve`` is memory that must stay free besides the step (the
     checkpointer's snapshot); on memory shared with the host it is at least the
-    snapshot this probe measured.
+    snapshot this probe measured. ``worker_sets``: how many sets of loader
+    workers like the ones running now will run (the built-in loop's evaluation
+    loader brings a second). ``headroom``: the share of the room the plan may
+    use before the probe's own scatter narrows it (:class:`Caution`).
     """
     began = time.perf_counter()
     ceiling = max(1, min(ceiling, total))
     eval_ceiling = max(1, min(eval_ceiling or ceiling, total))
     device, meter, optimizer = runner.device, runner.meter, runner.optimizer
-    state_before = snapshot_bytes(optimizer.state_dict()["state"])
     before = meter.reading()  # what is in use before any step: a refusal's explanation
     saved = _save(runner)
-    optimizer_peak, growth = 0, 0
+    copies = snapshot_bytes(saved.model) + snapshot_bytes(saved.optimizer) if device.unified else 0
     taken = snapshot_bytes(saved.model) + snapshot_bytes(saved.optimizer)
     train_rows: list[Row] = []
     eval_rows: list[Row] = []
+    held: _Held | None = None
     try:
         runner.drop_gradients()
         if loss_fn is not None:
@@ -186,11 +223,13 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
                 raise _too_big(runner, "train", budget, before, saved)
             meter.mark()
             _step_without_moving(optimizer)
-            optimizer_peak = meter.peak()
-            growth = snapshot_bytes(optimizer.state_dict()["state"]) - state_before
+            step_peak = meter.peak()
             taken = snapshot_bytes(runner.model.state_dict()) + snapshot_bytes(optimizer.state_dict())
             train.sweep(ceiling)
-            train_rows = train.rows
+            held = _held(runner, copies, step_peak)  # the optimizer state as the first real step makes it
+            reserve = max(reserve, taken if device.unified else 0)
+            choice = _Choice(held.after, budget, reserve, headroom, ceiling, total)
+            train_rows = choice.confirmed(train.rows, _Sweep(runner, train.run))
         if eval_fn is not None:
             runner.drop_gradients()
             runner.model.eval()
@@ -199,33 +238,93 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             if not _Sweep(runner, evaluation.run).one(1):
                 raise _too_big(runner, "eval", budget, before, saved)
             evaluation.sweep(eval_ceiling)
-            eval_rows = evaluation.rows
+            held = held or _held(runner, copies, 0)
+            choice = _Choice(held.after, budget, reserve, headroom, eval_ceiling, total)
+            eval_rows = choice.confirmed(evaluation.rows, _Sweep(runner, evaluation.run))
     finally:
         _restore(runner, saved)
         del saved
         device.release_cache()
-    # The state the probe's optimizer step created went with the restore; the first real step makes it again.
-    start = meter.current() + max(0, growth)
-    reserve = max(reserve, taken if device.unified else 0)
-    target = None if budget is None else target_bytes(start, budget, headroom, reserve)
-    return _plan(train_rows, eval_rows, start, target, budget, (ceiling, eval_ceiling), optimizer_peak,
-                 reserve, time.perf_counter() - began, HOST_HEAP_GROWTH if device.unified else 1.0)
+    assert held is not None, "probe() needs a loss_fn or an eval_fn"
+    base = Prediction({
+        "model": model_bytes(runner.model), "optimizer": held.optimizer, "snapshot": reserve,
+        "workers": round(held.children * worker_sets),
+        "optimizer_step": max(0, held.step_peak - held.total) if held.step_peak else 0,
+    })
+    base = base.with_parts(process=held.after - held.children - base.part("model") - base.part("optimizer"))
+    return _plan(train_rows, eval_rows, held.after, base, budget, (ceiling, eval_ceiling), held.step_peak,
+                 headroom, time.perf_counter() - began, total)
 
 
-def _plan(train_rows: list[Row], eval_rows: list[Row], start: int, target: float | None,
-          budget: int | None, ceilings: tuple[int, int], optimizer_peak: int, reserve: int, seconds: float,
-          growth: float) -> Plan:
-    """Choose from the rows; ``start`` is what the process will hold between steps."""
-    train_model = model_from_rows(train_rows)
-    eval_model = model_from_rows(eval_rows)
-    microbatch = eval_microbatch = None
+@dataclass(frozen=True)
+class _Choice:
+    """How a phase's size is chosen from its rows; ``start``: what is held between steps."""
+
+    start: int
+    budget: int | None
+    reserve: int
+    headroom: float
+    ceiling: int
+    total: int
+
+    def target(self, *phases: list[Row]) -> tuple[float | None, Caution]:
+        """Where a step should peak, and the caution that leaves the rest of the room free."""
+        room = (self.budget - self.reserve - self.start) if self.budget is not None else 0
+        scatter = max((spread(rows) for rows in phases), default=0.0)
+        caution = Caution.start(self.headroom, scatter / room if room > 0 else 0.0)
+        if self.budget is None:
+            return None, caution
+        return target_bytes(self.start, self.budget, 1.0 - caution.margin, self.reserve), caution
+
+    def size(self, rows: list[Row], target: float | None) -> int:
+        return max(1, choose(Curve.from_rows(rows), self.start, target, self.ceiling, rows, self.total))
+
+    def confirmed(self, rows: list[Row], sweep: _Sweep) -> list[Row]:
+        """``rows`` and a whole step at the chosen size, when that splits the batch (at most three
+        sizes down): two microbatches do not show the heap that the rest of a step's grow, nor a size
+        beyond those probed. A plan so rests on a measured step, not on a line's extrapolation."""
+        rows, whole = list(rows), set()
+        for _ in range(3):
+            target, _caution = self.target(rows)
+            if target is None or not any(row.ok for row in rows):
+                break
+            chunk = largest_chunk(self.total, self.size(rows, target))
+            if chunk >= self.total or chunk in whole:
+                break
+            whole.add(chunk)
+            sweep.one(chunk, chunk_spans(self.total, chunk))
+            rows.append(sweep.rows[-1])
+        return rows
+
+
+def spread(rows: list[Row]) -> float:
+    """Bytes by which the fitted line lies furthest above a measured point: how irregular the points are."""
+    fitted = [(row.size, row.extra) for row in rows if row.ok and not row.whole]
+    if len(fitted) < 2:
+        return 0.0
+    intercept, slope = fit_line(fitted)
+    return max(intercept + slope * size - extra for size, extra in fitted)
+
+
+def _plan(train_rows: list[Row], eval_rows: list[Row], start: int, base: Prediction, budget: int | None,
+          ceilings: tuple[int, int], optimizer_peak: int, headroom: float, seconds: float,
+          total: int) -> Plan:
+    """Choose from the rows; ``start`` is what the process will hold between steps, ``base`` the parts
+    of the epoch's peak that do not depend on the sizes, ``total`` the samples of a batch."""
+    reserve = base.part("snapshot")
     ceiling, eval_ceiling = ceilings
+    target, caution = _Choice(start, budget, reserve, headroom, ceiling, total).target(train_rows, eval_rows)
+    train_curve, eval_curve = Curve.from_rows(train_rows), Curve.from_rows(eval_rows)
+    train_model, eval_model = train_curve.model, eval_curve.model
+    microbatch = eval_microbatch = None
     if train_rows:
-        cautious = replace(train_model, per_sample=train_model.per_sample * growth)
-        microbatch = max(1, choose(cautious, start, target, ceiling, train_rows))
+        microbatch = max(1, choose(train_curve, start, target, ceiling, train_rows, total))
     if eval_rows:
-        cautious = replace(eval_model, per_sample=eval_model.per_sample * growth)
-        eval_microbatch = max(1, choose(cautious, start, target, eval_ceiling, eval_rows))
+        eval_microbatch = max(1, choose(eval_curve, start, target, eval_ceiling, eval_rows, total))
+    train_chunk = largest_chunk(total, microbatch) if microbatch else 0  # the microbatch a step runs
+    eval_chunk = largest_chunk(total, eval_microbatch) if eval_microbatch else 0
+    prediction = base.with_parts(activations=train_curve.extra(train_chunk) if train_chunk else 0,
+                                 evaluation=eval_curve.extra(eval_chunk) if eval_chunk else 0)
     return Plan(
         microbatch=microbatch or 0,
         eval_microbatch=eval_microbatch,
@@ -241,4 +340,9 @@ def _plan(train_rows: list[Row], eval_rows: list[Row], start: int, target: float
         snapshot_bytes=reserve,
         start=start,
         seconds=seconds,
+        prediction=prediction,
+        margin=caution.margin,
+        batch=total,
+        curve=train_curve if train_rows else None,
+        eval_curve=eval_curve if eval_rows else None,
     )

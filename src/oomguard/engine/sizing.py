@@ -1,9 +1,11 @@
-"""The microbatch size of each phase and every change to it: shrink on failure, grow after quiet steps.
+"""The microbatch size of each phase and every change to it: shrink on failure, grow after quiet steps,
+and at each epoch's end, the measured peak held against the prediction (the caution it leads to).
 
-Each change is an event (``oom``, ``shrink``, ``grow``) with the sizes and the
-measured bytes, so a run's memory story can be read back from events.jsonl.
-The arithmetic lives in :mod:`oomguard.engine.recovery`; this module keeps the
-state it works on and says what happened.
+Each change is an event (``oom``, ``shrink``, ``grow``, ``peak_check``) with
+the sizes and the measured bytes, so a run's memory story can be read back
+from events.jsonl. The arithmetic lives in :mod:`oomguard.engine.recovery` and
+:mod:`oomguard.engine.evidence`; this module keeps the state it works on and
+says what happened.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from dataclasses import dataclass, field, replace
 
 from oomguard import events as ev
 from oomguard.devices.base import Device
+from oomguard.engine.evidence import Caution, Observed, peak_check
+from oomguard.engine.plan import Curve, Plan
+from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import MemoryModel, failure_bound, grow, shrink, target_bytes
 from oomguard.engine.refusal import NoFitError, refuse
+from oomguard.engine.split import largest_chunk
 from oomguard.events import EventLog
 from oomguard.memory.budget import Budget
 from oomguard.memory.in_use import in_use
@@ -35,6 +41,21 @@ class Phase:
     may_grow: bool = False
     #: The largest size that ran a stretch of quiet steps: as far as growing goes on host memory.
     safe: int = 0
+    #: The probe's measurements of this phase (None: not probed, or resumed).
+    curve: Curve | None = None
+
+    def extra(self, size: int) -> int:
+        """Bytes a microbatch of ``size`` adds to what is held: the model, or the probed points if higher."""
+        line = round(self.model.fixed + self.model.per_sample * size)
+        return max(line, self.curve.extra(size)) if self.curve is not None else line
+
+    def largest(self, start: int, target: float, ceiling: int, total: int) -> int:
+        """The largest size up to ``ceiling`` whose chunks of ``total`` samples are predicted to peak under
+        ``target`` (0 when none)."""
+        best = self.model.largest(start, target, ceiling)
+        while best > 0 and start + self.extra(largest_chunk(total, best)) > target:
+            best -= 1
+        return best
 
     @property
     def words(self) -> str:
@@ -42,7 +63,8 @@ class Phase:
 
 
 class Sizer:
-    """Decides sizes for both phases from measured peaks, leaving ``1 - headroom`` of the room free."""
+    """Decides sizes for both phases from measured peaks, leaving the caution's margin of the room free
+    (``1 - headroom`` until the evidence of finished epochs moves it)."""
 
     def __init__(self, train: Phase, evaluation: Phase, budget: Budget, device: Device, meter: MemoryMeter,
                  events: EventLog, headroom: float, grow_after: int,
@@ -51,7 +73,13 @@ class Sizer:
         #: Bytes of data (tensors, arrays) the process holds besides the model: for a refusal's advice.
         self.data_held = data_held
         self.budget, self.device, self.meter, self.events = budget, device, meter, events
-        self.headroom, self.grow_after = headroom, grow_after
+        self.grow_after = grow_after
+        self.caution = Caution.start(headroom)
+        #: The parts of the epoch's peak the plan predicted (phases at the planned sizes); None until then.
+        self.prediction: Prediction | None = None
+        self.batch = 0
+        #: What the steps and evaluations of the epoch in progress measured.
+        self.observed = Observed()
         #: Bytes kept free for the checkpointer's snapshot (memory shared with the host only).
         self.reserve = 0
         self.quiet = 0
@@ -60,10 +88,82 @@ class Sizer:
         #: Quiet steps before the next look at growing: ``grow_after``, or 2 right after a plan.
         self.check_at = grow_after
 
+    @property
+    def headroom(self) -> float:
+        """The share of the room a step may use (``1 - margin``)."""
+        return 1.0 - self.caution.margin
+
     def target(self, bound: int | None = None) -> float:
         """Bytes a step should peak under: ``headroom`` of the room up to the budget (or ``bound``)."""
         limit = self.budget.limit if self.budget.limit is not None else bound or 0
         return target_bytes(self.base, limit, self.headroom, self.reserve if self.device.unified else 0)
+
+    def adopt(self, plan: Plan) -> None:
+        """A plan's prediction and curves, and its margin while no finished epoch has said otherwise."""
+        self.prediction, self.batch = plan.prediction, plan.batch
+        self.train.curve = plan.curve or self.train.curve
+        self.eval.curve = plan.eval_curve or self.eval.curve
+        if not (self.caution.confirmed or self.caution.missed):
+            self.caution.margin = plan.margin
+
+    def predict(self, train: int | None = None, evaluation: int | None = None) -> Prediction | None:
+        """The epoch's peak with chunks of these sizes (by default: a batch's chunks at the sizes in force);
+        None before a plan."""
+        if self.prediction is None:
+            return None
+        parts: dict[str, int] = {}
+        for phase, size, name in ((self.train, train, "activations"), (self.eval, evaluation, "evaluation")):
+            size = largest_chunk(self.batch, phase.size) if size is None else size
+            if size and (phase.model.per_sample or phase.model.fixed or phase.curve is not None):
+                parts[name] = phase.extra(size)
+        return self.prediction.with_parts(**parts)
+
+    def observe(self, phase: Phase, size: int, peak: int | None) -> None:
+        """A step or an evaluation with chunks of ``size`` peaked at ``peak``."""
+        self.observed.phase("activations" if phase is self.train else "evaluation", peak, size)
+
+    def epoch_end(self, epoch: int, measured: int) -> ev.PeakCheck | None:
+        """Hold the epoch's measured peak against the prediction; the caution, and the sizes, follow.
+
+        Returns the ``peak_check`` event (also emitted); None before a plan or without a budget's room.
+        """
+        observed, self.observed = self.observed, Observed()
+        sizes = observed.sizes
+        predicted = self.predict(sizes.get("activations"), sizes.get("evaluation"))
+        if predicted is None or measured <= 0:
+            return None
+        room = (self.budget.limit - predicted.held) if self.budget.limit is not None else 0
+        missed = self.caution.update(predicted.peak, measured, room)
+        check = peak_check(epoch, predicted, measured, observed, self.caution.margin,
+                           (self.train.size, self.eval.size or None))
+        self.events.emit(check)
+        if room > 0:
+            self._follow_caution(missed, epoch, measured, predicted.peak)
+        return check
+
+    def _follow_caution(self, missed: bool, epoch: int, measured: int, predicted: int) -> None:
+        """After the margin moved: each phase at the largest size its model says fits (up to its ceiling)."""
+        start = self._start()
+        target = self.target()
+        for phase in (self.train, self.eval):
+            if not phase.size or phase.model.per_sample <= 0:
+                continue
+            fits = max(1, phase.largest(start, target, phase.ceiling or phase.size, self.batch))
+            if largest_chunk(self.batch, fits) == largest_chunk(self.batch, phase.size):
+                continue  # the same chunks of a batch: nothing would change
+            if missed and fits < phase.size:
+                self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=fits,
+                                           reason=f"epoch {epoch} peaked at {format_bytes(measured)}, above "
+                                                  f"the {format_bytes(predicted)} predicted",
+                                           predicted=phase.model.predict(start, fits)))
+                phase.size = fits
+            elif not missed and fits > phase.size:
+                confirmed = self.caution.confirmed
+                self.events.emit(ev.Grow(phase=phase.name, from_=phase.size, to=fits,
+                                         reason=f"{confirmed} epoch{'s' if confirmed != 1 else ''} peaked "
+                                                f"within the prediction's margin",
+                                         predicted=phase.model.predict(start, fits)))
+                phase.size = fits
 
     def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
         """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1."""
@@ -184,7 +284,10 @@ class Sizer:
                 phase.size = fits
 
     def state_dict(self) -> dict[str, int | float]:
-        state: dict[str, int | float] = {"grow_after": self.grow_after, "reserve": self.reserve}
+        state: dict[str, int | float] = {"grow_after": self.grow_after, "reserve": self.reserve,
+                                         "batch": self.batch, **self.caution.state_dict()}
+        if self.prediction is not None:
+            state.update({f"predicted_{name}": value for name, value in self.prediction.parts.items()})
         for phase in (self.train, self.eval):
             prefix = "" if phase.name == "train" else "eval_"
             state[f"{prefix}microbatch"] = phase.size
@@ -199,6 +302,12 @@ class Sizer:
     def load_state_dict(self, state: dict[str, int | float]) -> None:
         self.grow_after = int(state.get("grow_after", self.grow_after))
         self.reserve = max(self.reserve, int(state.get("reserve", 0)))
+        self.caution.load_state_dict(state)
+        self.batch = int(state.get("batch", self.batch))
+        parts = {key.removeprefix("predicted_"): int(value) for key, value in state.items()
+                 if key.startswith("predicted_")}
+        if parts:
+            self.prediction = Prediction(parts)
         for phase in (self.train, self.eval):
             prefix = "" if phase.name == "train" else "eval_"
             size = int(state.get(f"{prefix}microbatch", 0))
