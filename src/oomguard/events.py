@@ -161,6 +161,23 @@ class Stop(Event):
 HELD_PARTS = ("process", "model", "optimizer", "ema", "cache", "snapshot", "workers")
 #: ... and those that happen one at a time: only the largest of them counts in the peak.
 PHASE_PARTS = ("activations", "evaluation", "optimizer_step")
+#: A measured epoch peak that parts from its prediction by more than this share says so, and why.
+PARTED = 0.10
+#: How each part reads (``oomguard probe``, ``rehearse=true``, the report); ``held`` is a ``peak_check``'s
+#: measured memory between steps.
+PART_WORDS = {
+    "process": "the process (libraries, data)",
+    "model": "model weights and buffers",
+    "optimizer": "optimizer state",
+    "ema": "EMA copy of the model",
+    "cache": "decoded images kept by the dataset",
+    "snapshot": "checkpoint snapshot in flight",
+    "workers": "loader workers",
+    "activations": "training step at the microbatch",
+    "evaluation": "evaluation at the eval microbatch",
+    "optimizer_step": "optimizer step",
+    "held": "memory held between steps",
+}
 
 
 @dataclass(frozen=True, kw_only=True)

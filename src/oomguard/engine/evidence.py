@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from oomguard import events as ev
 from oomguard.engine.prediction import Prediction
-from oomguard.events import PHASE_PARTS
+from oomguard.events import PARTED, PHASE_PARTS
 
 #: The narrowest margin (share of the room) that confirmed predictions lead to.
 MIN_MARGIN = 0.03
@@ -25,8 +25,6 @@ MIN_MARGIN = 0.03
 MAX_MARGIN = 0.5
 #: A measured shortfall is kept free this many times over.
 WIDEN = 1.5
-#: Measured and predicted peaks that part by more than this share say so, and why.
-PARTED = 0.10
 
 
 @dataclass

@@ -20,22 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from oomguard.events import HELD_PARTS, PHASE_PARTS
+from oomguard.events import HELD_PARTS, PART_WORDS, PHASE_PARTS
 from oomguard.units import format_bytes
-
-#: How each part reads in a table (``oomguard probe``, ``rehearse=true``).
-PART_WORDS = {
-    "process": "the process (libraries, data)",
-    "model": "model weights and buffers",
-    "optimizer": "optimizer state",
-    "ema": "EMA copy of the model",
-    "cache": "decoded images kept by the dataset",
-    "snapshot": "checkpoint snapshot in flight",
-    "workers": "loader workers",
-    "activations": "training step at the microbatch",
-    "evaluation": "evaluation at the eval microbatch",
-    "optimizer_step": "optimizer step",
-}
 
 
 @dataclass(frozen=True)
