@@ -79,6 +79,8 @@ class Observed:
     phases: dict[str, int] = field(default_factory=dict)
     #: The largest microbatch each phase ran at: the plan in force, as far as the peak goes.
     sizes: dict[str, int] = field(default_factory=dict)
+    #: Bytes of the largest checkpoint snapshot taken (0: none was in flight in this epoch).
+    snapshot: int = 0
 
     def between_steps(self, used: int) -> None:
         self.held = used if self.held is None else min(self.held, used)

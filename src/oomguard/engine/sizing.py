@@ -132,6 +132,8 @@ class Sizer:
         predicted = self.predict(sizes.get("activations"), sizes.get("evaluation"))
         if predicted is None or measured <= 0:
             return None
+        if self.device.unified and not observed.snapshot:
+            predicted = predicted.with_parts(snapshot=0)  # no checkpoint was in flight in this epoch
         room = (self.budget.limit - predicted.held) if self.budget.limit is not None else 0
         missed = self.caution.update(predicted.peak, measured, room)
         check = peak_check(epoch, predicted, measured, observed, self.caution.margin,
@@ -268,15 +270,22 @@ class Sizer:
             self.check_at = self.grow_after
 
     def make_room(self, n: int) -> None:
-        """Keep ``n`` bytes free for a snapshot (the largest asked counts); what no longer fits shrinks."""
-        self.reserve = max(self.reserve, int(n))
+        """Keep ``n`` bytes free for a snapshot (the largest asked counts); what no longer fits shrinks.
+
+        Each call is a snapshot taken: the epoch in progress has one in flight (its ``peak_check``
+        counts it; an epoch without one, like a fresh run's first, does not).
+        """
+        self.observed.snapshot = max(self.observed.snapshot, int(n))
+        if n <= self.reserve:
+            return  # the room is kept already
+        self.reserve = int(n)
         if not self.device.unified or self.budget.limit is None:
             return
         start = self._start()
         for phase in (self.train, self.eval):
             if not phase.size or phase.model.per_sample <= 0:
                 continue
-            fits = max(1, phase.model.largest(start, self.target(), phase.size))
+            fits = max(1, phase.largest(start, self.target(), phase.size, self.batch))
             if fits < phase.size:
                 self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=fits,
                                            reason=f"room for a {format_bytes(n)} checkpoint snapshot",

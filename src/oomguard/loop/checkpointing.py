@@ -13,7 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from oomguard.checkpoint import AsyncCheckpointer, CheckpointStore, capture_state, restore_state
+from oomguard.checkpoint import (
+    AsyncCheckpointer,
+    CheckpointStore,
+    capture_state,
+    restore_state,
+    snapshot_bytes,
+)
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
 from oomguard.loop.stopping import StopCause
@@ -76,7 +82,11 @@ class Checkpointing(Callback):
     def _save(self, state: State, *, epoch_done: bool, best: bool = False) -> None:
         if not self.writes:
             return
-        self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)
+        captured = capture(state, epoch_done=epoch_done)
+        # The copy is in memory while it is written: the budget keeps room for it, and the epoch it is
+        # written in predicts its peak with it.
+        state.guard.add_snapshot_bytes(snapshot_bytes(captured))
+        self.writer.submit(captured, step=state.step, best=best)
 
     def save_now(self, state: State) -> None:
         """An emergency checkpoint at this step boundary, written before this returns."""

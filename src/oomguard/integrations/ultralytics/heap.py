@@ -1,5 +1,5 @@
-"""The heap's free pages go back to the OS when a YOLO epoch's training or validation starts, and near
-the budget before each batch.
+"""The heap's free pages go back to the OS when a YOLO epoch's training, its validation or its save
+starts, and near the budget before each batch.
 
 glibc keeps the pages a step or a validation freed, and ultralytics never
 trims: without this a validation stacks its memory on what training left,
@@ -19,7 +19,8 @@ from oomguard.memory.sampler import MemorySampler
 
 
 class HeapTrim:
-    """Ultralytics callbacks: :meth:`phase_start` (an epoch's training, a validation) always trims,
+    """Ultralytics callbacks: :meth:`phase_start` (an epoch's training, a validation, the save after it)
+    always trims,
     :meth:`before_batch` (each training and validation batch) near the budget."""
 
     def __init__(self, device: Device, sampler: MemorySampler, budget: int | None) -> None:

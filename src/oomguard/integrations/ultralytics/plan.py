@@ -17,6 +17,9 @@ skips the probe.
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ from oomguard.devices import Device
 from oomguard.engine.prediction import Prediction
 from oomguard.events import EventLog
 from oomguard.integrations.ultralytics.checks import class_count, train_images
+from oomguard.memory.meter import MemoryMeter
 
 DEFAULT_NBS = 64
 #: Ultralytics validates during training at twice the images of a training step.
@@ -106,6 +110,31 @@ class DetectPlan:
         return VAL_FACTOR * self.batch
 
 
+def _import_what_saving_imports() -> None:
+    """Ultralytics' first ``save_model`` imports polars (to read its results.csv): import it now, so that
+    the probe measures the process as it will be."""
+    if importlib.util.find_spec("polars") is not None:
+        importlib.import_module("polars")
+
+
+def save_cost(ema: torch.nn.Module, meter: MemoryMeter) -> int:
+    """Bytes ultralytics' ``save_model`` adds at its peak, measured by doing what it does: a half copy of
+    the EMA model and of AdamW's moments (from a full copy), pickled into memory."""
+    meter.device.release_cache()
+    meter.mark()
+    start = meter.current()
+    half = copy.deepcopy(ema).half()
+    moments = {i: {"exp_avg": p.detach().clone(), "exp_avg_sq": p.detach().clone()}
+               for i, p in enumerate(ema.parameters())}
+    state = {i: {k: v.half() for k, v in entry.items()} for i, entry in moments.items()}
+    buffer = io.BytesIO()
+    torch.save({"ema": half, "optimizer": {"state": state}}, buffer)
+    cost = meter.peak() - start
+    del half, moments, state, buffer
+    meter.device.release_cache()
+    return max(0, cost)
+
+
 def mosaic_buffer(config: Config, imgsz: int, batch: int) -> int:
     """Bytes of the decoded images ultralytics keeps for its mosaics: ``min(images, 8 * batch, 1000)``
     of them, each at most ``imgsz`` square in 8-bit RGB."""
@@ -132,6 +161,7 @@ def plan_batch(config: Config, device: Device, events: EventLog, imgsz: int, nbs
     from oomguard.engine.probe import model_bytes
     from oomguard.engine.refusal import NoFitError
 
+    _import_what_saving_imports()
     model = _detection_model(config, class_count(config.data)).to(device.torch_device).train()
     # What ultralytics holds besides the step: AdamW's two moments per weight, and the EMA copy.
     ema = copy.deepcopy(model).eval()
@@ -149,12 +179,12 @@ def plan_batch(config: Config, device: Device, events: EventLog, imgsz: int, nbs
         raise
     fits = int(guard.microbatch or 1)
     batch = step_batch(fits, config.batch, nbs)
-    train, evaluation = plan.train_model(), plan.eval_model()
-    prediction = plan.prediction.with_parts(
-        activations=train.predict(0, batch),
-        evaluation=evaluation.predict(0, VAL_FACTOR * batch) if evaluation is not None else 0,
-    ).moved(model_bytes(ema), "process", "ema")
     meter = guard.meter
+    prediction = plan.prediction.with_parts(
+        activations=plan.curve.extra(batch) if plan.curve is not None else 0,
+        evaluation=plan.eval_curve.extra(VAL_FACTOR * batch) if plan.eval_curve is not None else 0,
+    ).moved(model_bytes(ema), "process", "ema")
+    prediction = prediction.with_parts(snapshot=max(prediction.part("snapshot"), save_cost(ema, meter)))
     del guard, optimizer, model, ema, images
     device.empty_cache()
     # What the process holds with the probe's model gone (the libraries' caches the probe filled stay):

@@ -132,6 +132,7 @@ def _train_stage(stage: DetectStage, finished: int, previous: str, device: Devic
                            ("on_train_batch_end", pressure.on_train_batch_end),
                            ("on_train_epoch_start", trim.phase_start),
                            ("on_val_start", trim.phase_start),
+                           ("on_val_end", trim.phase_start),  # before ultralytics' save_model
                            ("on_train_batch_start", trim.before_batch),
                            ("on_val_batch_start", trim.before_batch),
                            ("on_val_batch_end", pressure.on_val_batch_end)):
