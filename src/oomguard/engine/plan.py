@@ -7,7 +7,6 @@ but never predicts less than was measured.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,37 +67,25 @@ def model_from_rows(rows: list[Row], fixed_extra: float = 0.0) -> MemoryModel:
 class Curve:
     """A phase's extra memory against its size, from the probe's rows.
 
-    Two microbatches of each size give points: the curve is the fitted line,
-    never under a point nor under the straight segment between two of them
-    (memory can grow faster than linearly between probed sizes, as the
-    allocator serves large and small blocks differently). A whole step at a
-    size, all its chunks, shows what two microbatches do not: the heap that
-    the rest of the step grows. Such a step is the curve at its size, and
-    scales the points at every other size by as much (:attr:`growth`).
+    Two microbatches of each size give the fitted line (on or above every
+    point). A whole step at a size, all its chunks, shows what two microbatches
+    do not: the heap that the rest of the step grows. Such a step is the curve
+    at its size, and scales the line at every other size by as much
+    (:attr:`growth`).
     """
 
     model: MemoryModel
-    #: ``(size, extra)`` of two microbatches that fitted, smallest first; of whole steps that fitted.
-    points: tuple[tuple[int, int], ...] = ()
+    #: ``(size, extra)`` of the whole steps that fitted, smallest first.
     steps: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_rows(cls, rows: list[Row]) -> Curve:
-        probed = [row for row in rows if not row.whole]
         steps = {row.size: row.extra for row in rows if row.whole and row.ok}
-        return cls(model_from_rows(probed), tuple(sorted((r.size, r.extra) for r in probed if r.ok)),
-                   tuple(sorted(steps.items())))
+        return cls(model_from_rows([row for row in rows if not row.whole]), tuple(sorted(steps.items())))
 
     def probed(self, size: int) -> float:
-        """Bytes two microbatches of ``size`` add to what is held, from the line and the points."""
-        line = self.model.fixed + self.model.per_sample * size
-        for (low, low_extra), (high, high_extra) in itertools.pairwise(self.points):
-            if low <= size <= high:
-                return max(line, low_extra + (high_extra - low_extra) * (size - low) / (high - low))
-        if self.points and size > self.points[-1][0]:
-            last, last_extra = self.points[-1]
-            return max(line, last_extra + self.model.per_sample * (size - last))
-        return line
+        """Bytes two microbatches of ``size`` add to what is held, as the line says."""
+        return self.model.fixed + self.model.per_sample * size
 
     @property
     def growth(self) -> float:

@@ -163,7 +163,7 @@ class _Held:
     """What the process held between steps in the probe, the optimizer state made (bytes, as ``current``)."""
 
     total: int
-    #: Of ``total``: the loader workers' part, and the probe's own copies that go with the restore.
+    #: Of ``total``: what the loader workers hold alone, and the probe's own copies that go with the restore.
     children: int = 0
     copies: int = 0
     optimizer: int = 0
@@ -180,9 +180,12 @@ def _held(runner: Runner, copies: int, step_peak: int) -> _Held:
     """Measure what is held between steps now: no gradients, the allocator's free cache handed back."""
     runner.drop_gradients()
     runner.device.release_cache()
-    reading = runner.meter.reading()  # each process measured now: the workers' share (host memory only)
-    return _Held(total=runner.meter.current(), children=reading.children if reading is not None else 0,
-                 copies=copies, optimizer=snapshot_bytes(runner.optimizer.state_dict()["state"]),
+    # Each process measured now (host memory only). The workers count for the pages they hold alone:
+    # those they share with this process are counted once already, and more workers share them too.
+    reading = runner.meter.reading()
+    alone = reading.children_private if reading is not None else 0
+    state = snapshot_bytes(runner.optimizer.state_dict()["state"])
+    return _Held(total=runner.meter.current(), children=alone, copies=copies, optimizer=state,
                  step_peak=step_peak)
 
 
@@ -289,10 +292,12 @@ class _Choice:
             if target is None or not any(row.ok for row in rows):
                 break
             chunk = largest_chunk(self.total, self.size(rows, target))
-            if chunk >= self.total or chunk in whole:
+            spans = chunk_spans(self.total, chunk)
+            probed = any(row.size == chunk and row.ok for row in rows)
+            if chunk in whole or (len(spans) <= 2 and probed):  # two microbatches of it: that is a step
                 break
             whole.add(chunk)
-            sweep.one(chunk, chunk_spans(self.total, chunk))
+            sweep.one(chunk, spans)
             rows.append(sweep.rows[-1])
         return rows
 
