@@ -6,9 +6,13 @@ warm-up and an optimizer step (at learning rate 0, to create its state), then
 two accumulated microbatches of each size 1, 2, 4, ... up to the ceiling, and
 the same without gradients for evaluation. It stops before a size the points
 so far predict over the target and at the first size that did not fit, so
-probing never asks for much more than the plan could give. Weights, optimizer
-state, RNGs and train/eval modes are put back afterwards: a run that probed
-draws the same numbers as one that did not.
+probing never asks for much more than the plan could give. It measures what is
+held between steps once the optimizer has its state (and what the loader
+workers hold alone), and where the chosen size splits the batch, a whole step
+at it (:mod:`oomguard.engine.choice`). The plan predicts the epoch's peak from
+those parts (:mod:`oomguard.engine.prediction`). Weights, optimizer state,
+RNGs and train/eval modes are put back afterwards: a run that probed draws the
+same numbers as one that did not.
 """
 
 from __future__ import annotations
@@ -24,13 +28,12 @@ from torch import nn
 from oomguard.checkpoint.rng import capture_rng, restore_rng
 from oomguard.checkpoint.snapshots import snapshot, snapshot_bytes
 from oomguard.devices.base import is_oom
-from oomguard.engine.evidence import Caution
-from oomguard.engine.plan import Curve, Fit, Plan, Row, choose, fit_line
+from oomguard.engine.choice import Choice, make_plan
+from oomguard.engine.plan import Plan, Row, fit_line
 from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import target_bytes
 from oomguard.engine.refusal import NoFitError, refuse
 from oomguard.engine.runner import EvalFn, LossFn, Runner
-from oomguard.engine.split import chunk_spans, largest_chunk
 from oomguard.host import TreeMemory
 from oomguard.memory.in_use import in_use
 from oomguard.memory.tensors import held_bytes, tensors_in
@@ -124,6 +127,11 @@ class _Sweep:
             self.runner.drop_gradients()
             device.empty_cache()  # with a collection: the failure's traceback may have left cycles
         return ok and (limit is None or peak <= limit)
+
+    def row(self, size: int, spans: Spans) -> Row:
+        """The row of ``size`` measured as ``spans`` (a whole step)."""
+        self.one(size, spans)
+        return self.rows[-1]
 
     def sweep(self, ceiling: int) -> None:
         for size in probe_sizes(ceiling):
@@ -231,8 +239,8 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             train.sweep(ceiling)
             held = _held(runner, copies, step_peak)  # the optimizer state as the first real step makes it
             reserve = max(reserve, taken if device.unified else 0)
-            choice = _Choice(held.after, budget, reserve, headroom, ceiling, total)
-            train_rows = choice.confirmed(train.rows, _Sweep(runner, train.run))
+            choice = Choice(held.after, budget, reserve, headroom, ceiling, total)
+            train_rows = choice.confirmed(train.rows, _Sweep(runner, train.run).row)
         if eval_fn is not None:
             runner.drop_gradients()
             runner.model.eval()
@@ -242,8 +250,8 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
                 raise _too_big(runner, "eval", budget, before, saved)
             evaluation.sweep(eval_ceiling)
             held = held or _held(runner, copies, 0)
-            choice = _Choice(held.after, budget, reserve, headroom, eval_ceiling, total)
-            eval_rows = choice.confirmed(evaluation.rows, _Sweep(runner, evaluation.run))
+            choice = Choice(held.after, budget, reserve, headroom, eval_ceiling, total)
+            eval_rows = choice.confirmed(evaluation.rows, _Sweep(runner, evaluation.run).row)
     finally:
         _restore(runner, saved)
         del saved
@@ -255,99 +263,5 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
         "optimizer_step": max(0, held.step_peak - held.total) if held.step_peak else 0,
     })
     base = base.with_parts(process=held.after - held.children - base.part("model") - base.part("optimizer"))
-    return _plan(train_rows, eval_rows, held.after, base, budget, (ceiling, eval_ceiling), held.step_peak,
+    return make_plan(train_rows, eval_rows, held.after, base, budget, (ceiling, eval_ceiling), held.step_peak,
                  headroom, time.perf_counter() - began, total)
-
-
-@dataclass(frozen=True)
-class _Choice:
-    """How a phase's size is chosen from its rows; ``start``: what is held between steps."""
-
-    start: int
-    budget: int | None
-    reserve: int
-    headroom: float
-    ceiling: int
-    total: int
-
-    def target(self, *phases: list[Row]) -> tuple[float | None, Caution]:
-        """Where a step should peak, and the caution that leaves the rest of the room free."""
-        room = (self.budget - self.reserve - self.start) if self.budget is not None else 0
-        scatter = max((spread(rows) for rows in phases), default=0.0)
-        caution = Caution.start(self.headroom, scatter / room if room > 0 else 0.0)
-        if self.budget is None:
-            return None, caution
-        return target_bytes(self.start, self.budget, 1.0 - caution.margin, self.reserve), caution
-
-    def size(self, rows: list[Row], target: float | None) -> int:
-        return max(1, choose(Curve.from_rows(rows), self.start, target, self.ceiling, rows, self.total))
-
-    def confirmed(self, rows: list[Row], sweep: _Sweep) -> list[Row]:
-        """``rows`` and a whole step at the chosen size, when that splits the batch (at most three
-        sizes down): two microbatches do not show the heap that the rest of a step's grow, nor a size
-        beyond those probed. A plan so rests on a measured step, not on a line's extrapolation."""
-        rows, whole = list(rows), set()
-        for _ in range(3):
-            target, _caution = self.target(rows)
-            if target is None or not any(row.ok for row in rows):
-                break
-            chunk = largest_chunk(self.total, self.size(rows, target))
-            spans = chunk_spans(self.total, chunk)
-            probed = any(row.size == chunk and row.ok for row in rows)
-            if chunk in whole or (len(spans) <= 2 and probed):  # two microbatches of it: that is a step
-                break
-            whole.add(chunk)
-            sweep.one(chunk, spans)
-            rows.append(sweep.rows[-1])
-        return rows
-
-
-def spread(rows: list[Row]) -> float:
-    """Bytes by which the fitted line lies furthest above a measured point: how irregular the points are."""
-    fitted = [(row.size, row.extra) for row in rows if row.ok and not row.whole]
-    if len(fitted) < 2:
-        return 0.0
-    intercept, slope = fit_line(fitted)
-    return max(intercept + slope * size - extra for size, extra in fitted)
-
-
-def _plan(train_rows: list[Row], eval_rows: list[Row], start: int, base: Prediction, budget: int | None,
-          ceilings: tuple[int, int], optimizer_peak: int, headroom: float, seconds: float,
-          total: int) -> Plan:
-    """Choose from the rows; ``start`` is what the process will hold between steps, ``base`` the parts
-    of the epoch's peak that do not depend on the sizes, ``total`` the samples of a batch."""
-    reserve = base.part("snapshot")
-    ceiling, eval_ceiling = ceilings
-    target, caution = _Choice(start, budget, reserve, headroom, ceiling, total).target(train_rows, eval_rows)
-    train_curve, eval_curve = Curve.from_rows(train_rows), Curve.from_rows(eval_rows)
-    train_model, eval_model = train_curve.model, eval_curve.model
-    microbatch = eval_microbatch = None
-    if train_rows:
-        microbatch = max(1, choose(train_curve, start, target, ceiling, train_rows, total))
-    if eval_rows:
-        eval_microbatch = max(1, choose(eval_curve, start, target, eval_ceiling, eval_rows, total))
-    train_chunk = largest_chunk(total, microbatch) if microbatch else 0  # the microbatch a step runs
-    eval_chunk = largest_chunk(total, eval_microbatch) if eval_microbatch else 0
-    prediction = base.with_parts(activations=train_curve.extra(train_chunk) if train_chunk else 0,
-                                 evaluation=eval_curve.extra(eval_chunk) if eval_chunk else 0)
-    return Plan(
-        microbatch=microbatch or 0,
-        eval_microbatch=eval_microbatch,
-        ceiling=ceiling,
-        eval_ceiling=eval_ceiling if eval_rows else None,
-        budget=budget,
-        target=target,
-        fit=Fit(start + train_model.fixed, train_model.per_sample),
-        eval_fit=Fit(start + eval_model.fixed, eval_model.per_sample) if eval_rows else None,
-        table=train_rows,
-        eval_table=eval_rows,
-        optimizer_peak=optimizer_peak,
-        snapshot_bytes=reserve,
-        start=start,
-        seconds=seconds,
-        prediction=prediction,
-        margin=caution.margin,
-        batch=total,
-        curve=train_curve if train_rows else None,
-        eval_curve=eval_curve if eval_rows else None,
-    )

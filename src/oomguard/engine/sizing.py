@@ -11,12 +11,13 @@ says what happened.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from oomguard import events as ev
 from oomguard.devices.base import Device
 from oomguard.engine.evidence import Caution, Observed, peak_check
-from oomguard.engine.plan import Curve, Plan
+from oomguard.engine.phase import Phase
+from oomguard.engine.plan import Plan
 from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import MemoryModel, failure_bound, grow, shrink, target_bytes
 from oomguard.engine.refusal import NoFitError, refuse
@@ -26,40 +27,6 @@ from oomguard.memory.budget import Budget
 from oomguard.memory.in_use import in_use
 from oomguard.memory.meter import MemoryMeter
 from oomguard.units import format_bytes
-
-
-@dataclass
-class Phase:
-    """Train or eval: its microbatch (0 until planned), the ceiling it never grows past, its memory model."""
-
-    name: str
-    size: int
-    ceiling: int | None
-    model: MemoryModel = field(default_factory=MemoryModel)
-    auto: bool = False
-    #: Set by a shrink or a plan: the size is an estimate that quiet steps may show to be too small.
-    may_grow: bool = False
-    #: The largest size that ran a stretch of quiet steps: as far as growing goes on host memory.
-    safe: int = 0
-    #: The probe's measurements of this phase (None: not probed, or resumed).
-    curve: Curve | None = None
-
-    def extra(self, size: int) -> int:
-        """Bytes a microbatch of ``size`` adds to what is held: the model, or the probed points if higher."""
-        line = round(self.model.fixed + self.model.per_sample * size)
-        return max(line, self.curve.extra(size)) if self.curve is not None else line
-
-    def largest(self, start: int, target: float, ceiling: int, total: int) -> int:
-        """The largest size up to ``ceiling`` whose chunks of ``total`` samples are predicted to peak under
-        ``target`` (0 when none)."""
-        best = self.model.largest(start, target, ceiling)
-        while best > 0 and start + self.extra(largest_chunk(total, best)) > target:
-            best -= 1
-        return best
-
-    @property
-    def words(self) -> str:
-        return "training" if self.name == "train" else "evaluation"
 
 
 class Sizer:
@@ -101,8 +68,9 @@ class Sizer:
     def adopt(self, plan: Plan) -> None:
         """A plan's prediction and curves, and its margin while no finished epoch has said otherwise."""
         self.prediction, self.batch = plan.prediction, plan.batch
-        self.train.curve = plan.curve or self.train.curve
-        self.eval.curve = plan.eval_curve or self.eval.curve
+        for phase, curve in ((self.train, plan.curve), (self.eval, plan.eval_curve)):
+            if curve is not None:
+                phase.curve, phase.growth = curve, curve.growth
         if not (self.caution.confirmed or self.caution.missed):
             self.caution.margin = plan.margin
 
@@ -306,6 +274,7 @@ class Sizer:
             state[f"{prefix}measured"] = float(phase.model.measured)
             state[f"{prefix}may_grow"] = int(phase.may_grow)
             state[f"{prefix}safe"] = phase.safe
+            state[f"{prefix}growth"] = phase.growth
         return state
 
     def load_state_dict(self, state: dict[str, int | float]) -> None:
@@ -330,3 +299,4 @@ class Sizer:
                                       float(state.get(f"{prefix}measured", phase.model.measured)))
             phase.may_grow = bool(state.get(f"{prefix}may_grow", phase.may_grow))
             phase.safe = int(state.get(f"{prefix}safe", phase.safe))
+            phase.growth = float(state.get(f"{prefix}growth", phase.growth))
