@@ -119,20 +119,22 @@ class Sizer:
             if not phase.size or phase.model.per_sample <= 0:
                 continue
             fits = max(1, phase.largest(start, target, phase.ceiling or phase.size, self.batch))
-            if largest_chunk(self.batch, fits) == largest_chunk(self.batch, phase.size):
+            chunk = largest_chunk(self.batch, fits)
+            if chunk == largest_chunk(self.batch, phase.size):
                 continue  # the same chunks of a batch: nothing would change
+            after = start + phase.extra(chunk)
             if missed and fits < phase.size:
                 self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=fits,
                                            reason=f"epoch {epoch} peaked at {format_bytes(measured)}, above "
                                                   f"the {format_bytes(predicted)} predicted",
-                                           predicted=phase.model.predict(start, fits)))
+                                           predicted=after))
                 phase.size = fits
             elif not missed and fits > phase.size:
                 confirmed = self.caution.confirmed
                 self.events.emit(ev.Grow(phase=phase.name, from_=phase.size, to=fits,
                                          reason=f"{confirmed} epoch{'s' if confirmed != 1 else ''} peaked "
                                                 f"within the prediction's margin",
-                                         predicted=phase.model.predict(start, fits)))
+                                         predicted=after))
                 phase.size = fits
 
     def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
