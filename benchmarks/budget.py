@@ -14,10 +14,12 @@ Every run is a fresh process (so its ru_maxrss is its own; this parent never imp
 high-water mark a child would inherit), and the variants run in alternation, ``--repeats`` times, so
 machine noise hits all alike. Prints one JSON line:
   {"seed_recipe": {...}, "cautious": {...}, "auto": {...}, "oracle": {...}, "budget_mb": ..., ...}
-each variant with samples_per_s (median), peak_rss_mb (max), peak_counted_mb (ru_maxrss less the
+each variant with samples_per_s and samples_per_cpu_s (medians: wall time, and CPU time, which machine
+noise touches less), peak_rss_mb (max), peak_counted_mb (ru_maxrss less the
 pages shared with other processes that the budget counts by share), microbatch, within_budget; the
 Guard's variants with their plan, predicted_peak_mb and guard_peak_mb; the ratios auto/cautious,
-auto/oracle and auto/seed_recipe.
+auto/oracle and auto/seed_recipe (``_cpu``: by CPU time). On a shared machine, ``--threads 1`` keeps
+the CPU time honest (idle intra-op threads spin).
 
 The probe costs about one step of compute, so runs need a few dozen steps before auto can be
 within 5% of the oracle: the default is 48 steps of 64 (about 6 minutes in all on 2 idle cores).
@@ -84,7 +86,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     # by its share only: the difference at the start is taken off the peak that is compared.
     info: dict[str, Any] = {"variant": args.child, "baseline_mb": baseline / MB,
                             "shared_mb": (reading.root.rss - reading.own) / MB}
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), cpu_seconds()
     if args.child in ("auto", "cautious"):
         from oomguard import Guard
 
@@ -108,10 +110,20 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                 gc.collect()
                 release_host_memory()  # the CPU's empty_cache: hand freed heap pages back
         info["microbatch"] = microbatch
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
     info.update(samples=steps * args.batch, seconds=elapsed, samples_per_s=steps * args.batch / elapsed,
+                cpu_seconds=cpu, samples_per_cpu_s=steps * args.batch / cpu,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB)
     return info
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far (user + system, all its threads): on a machine shared with
+    other work, the cost of the variant where wall time also holds the waits for a core."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cautious_choice(plan: Any) -> int:
@@ -198,6 +210,7 @@ def main() -> None:
         guarded = ("plan", "probe_s", "predicted_peak_mb", "guard_peak_mb", "events")
         report[name] = {
             "samples_per_s": round(statistics.median(r["samples_per_s"] for r in results), 3),
+            "samples_per_cpu_s": round(statistics.median(r["samples_per_cpu_s"] for r in results), 3),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
             "peak_counted_mb": round(max(r["peak_rss_mb"] - r["shared_mb"] for r in results), 1),
             "within_budget": all((r["peak_rss_mb"] - r["shared_mb"]) * MB <= budget for r in results),
@@ -205,10 +218,10 @@ def main() -> None:
             "runs": [round(r["samples_per_s"], 3) for r in results],
             **({k: results[-1][k] for k in guarded} if name in ("auto", "cautious") else {}),
         }
-    speed = {name: report[name]["samples_per_s"] for name in VARIANTS}
-    report["auto_vs_cautious"] = round(speed["auto"] / speed["cautious"], 3)
-    report["auto_vs_oracle"] = round(speed["auto"] / speed["oracle"], 3)
-    report["auto_vs_seed_recipe"] = round(speed["auto"] / speed["seed_recipe"], 3)
+    for key, suffix in (("samples_per_s", ""), ("samples_per_cpu_s", "_cpu")):
+        speed = {name: report[name][key] for name in VARIANTS}
+        for other in ("cautious", "oracle", "seed_recipe"):
+            report[f"auto_vs_{other}{suffix}"] = round(speed["auto"] / speed[other], 3)
     report.update(
         budget_mb=round(budget / MB, 1), baseline_mb=round(calibration["baseline_mb"], 1),
         whole_batch_mb=round(calibration["baseline_mb"] + per_sample * args.batch, 1),
