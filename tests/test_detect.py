@@ -64,6 +64,15 @@ def test_yolov8n_trains_two_epochs_into_a_run_directory(tmp_path: Path) -> None:
     assert kinds[:2] == ["start", "plan"] and kinds[-1] == "finish" and kinds.count("checkpoint") == 2
     (indexed,) = [e for e in log if e["event"] == "data"]  # ultralytics' own checks, summed up
     assert (indexed["train"], indexed["val"], indexed["classes"], indexed["skipped"]) == (16, 4, 2, 0)
+    # The epoch's peak predicted from the probe: the model, its EMA copy, AdamW's state, ultralytics'
+    # save, its mosaic images, a step of 16 images and a validation of 32; measured within a tenth.
+    assert {"model", "ema", "optimizer", "snapshot", "cache", "activations", "evaluation"} <= set(
+        plan["components"])  # type: ignore[arg-type]
+    assert plan["eval_microbatch"] == 32
+    for row in table:
+        predicted, measured = float(row["predicted_peak_mb"]), float(row["peak_memory_mb"])
+        assert abs(measured / predicted - 1) <= 0.10, row
+    assert [e["epoch"] for e in log if e["event"] == "peak_check"] == [1, 2]
 
     # Ultralytics' own weights of that run as the model of a new one (a .pt instead of a .yaml), on data
     # with an image broken since: ultralytics leaves it out, and the run's events and skipped.csv say so.

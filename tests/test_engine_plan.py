@@ -51,9 +51,11 @@ def test_plan_stays_below_a_probed_size_that_ran_out_of_memory() -> None:
     device = Jumpy(fixed=5 * MB)
     guard, loss_fn, _ = make(device, 200 * MB)
     plan = guard.plan(data(64), loss_fn)
-    assert [(row.size, row.ok) for row in plan.table][-2:] == [(16, True), (32, False)]
+    assert [(row.size, row.ok, row.whole) for row in plan.table][-3:] == [
+        (16, True, False), (32, False, False), (22, True, True)]  # 31 splits 64 into chunks of 22
     assert plan.microbatch == 31  # the line says 84 would fit; 32 was measured not to
-    assert device.tried[-1] == 32
+    assert device.tried[-4:] == [32, 22, 21, 21]  # the failed size, then the whole step that confirms 31
+    assert plan.prediction.part("activations") == 5 * MB + 66 * MB  # the whole step measured
 
 
 def test_eval_plan_is_separate_and_the_first_step_uses_the_plan() -> None:
@@ -75,7 +77,12 @@ def test_probe_result_prints_a_table_and_one_json_object() -> None:
     lines = result.table().splitlines()
     assert lines[0].split() == ["phase", "size", "peak", "verdict"]
     assert lines[1].split() == ["train", "1", "102.0", "MB", "fits"]
-    assert lines[-1].startswith("plan: device cpu, budget 150.0 MB (memory_limit), microbatch 22 of 64")
+    (plan_line,) = [line for line in lines if line.startswith("plan: ")]  # then the predicted peak
+    assert plan_line.startswith("plan: device cpu, budget 150.0 MB (memory_limit), microbatch 22 of 64")
+    assert lines[-1].split()[:3] == ["predicted", "epoch", "peak"]
     loaded = json.loads(result.to_json())
     assert loaded["microbatch"] == 22 and loaded["device"] == "cpu"
-    assert [row["size"] for row in loaded["table"]] == [1, 2, 4, 8, 16]
+    assert [row["size"] for row in loaded["table"]] == [1, 2, 4, 8, 16, 22]  # 22: a whole step confirms
+    assert loaded["table"][-1]["whole"] is True and "whole" not in loaded["table"][0]
+    assert loaded["predicted_peak"] == 100 * MB + 44 * MB  # the whole step at 22 measured
+    assert loaded["components"]["activations"] == 44 * MB

@@ -206,3 +206,25 @@ def test_the_timeline_counts_the_tree_once_per_page_where_memory_csv_says(tmp_pa
     write_events(path.parent / "events.jsonl", [{"time": T0, "event": "start", "device": "cpu"}])
     svg = _memory_svg(write_report(path.parent).html.read_text())
     assert "process tree, each page once" in svg and "process RSS + children" not in svg
+
+
+def test_the_predicted_peak_against_the_measured_one_per_epoch(tmp_path: Path) -> None:
+    run = train_run(tmp_path / "run")
+    checks = [
+        {"time": T0 + 600, "event": "peak_check", "epoch": 1, "predicted": int(10 * GB),
+         "measured": int(10.2 * GB), "microbatch": 16, "eval_microbatch": 32, "margin": 0.05, "parts": {},
+         "measured_parts": {}},
+        {"time": T0 + 1200, "event": "peak_check", "epoch": 2, "predicted": int(10 * GB),
+         "measured": int(11.6 * GB), "microbatch": 12, "eval_microbatch": 32, "margin": 0.24, "parts": {},
+         "measured_parts": {}, "grew": "activations", "grew_by": int(1.5 * GB)},
+    ]
+    with open(run / "events.jsonl", "a") as file:
+        file.writelines(json.dumps(check) + "\n" for check in checks)
+    html = write_report(run).html.read_text()
+    table = html[html.index('<table id="prediction-table">'):]
+    table = table[:table.index("</table>")]
+    assert ("<td>1</td><td>16</td><td>32</td><td>10 GB</td><td>10.2 GB</td><td>+2.0%</td><td>5%</td>"
+            "<td></td>") in table
+    assert ("<td>2</td><td>12</td><td>32</td><td>10 GB</td><td>11.6 GB</td><td>+16.0%</td><td>24%</td>"
+            "<td>training step at the microbatch +1.5 GB</td>") in table
+    assert "epoch 2 peaked 16% above its predicted 10 GB" in html[html.index('id="verdict"'):][:600]

@@ -94,3 +94,24 @@ def test_the_peak_is_the_timelines_memory_used_where_it_has_that_column() -> Non
     summary = MemorySummary(rows=100, start=T0, end=T0 + 3600, peak_tree_rss=int(4 * GB),
                             peak_device_reserved=int(7 * GB), peak_used=int(11.5 * GB))
     assert "peak 11.5 GB of a 12 GB budget" in verdict(events, summary)
+def peak_check(at: float, epoch: int, predicted: float, measured: float, **details: Any) -> dict[str, Any]:
+    return ev(at, "peak_check", epoch=epoch, predicted=int(predicted), measured=int(measured), microbatch=16,
+              eval_microbatch=32, margin=0.05, parts={"process": int(predicted)}, measured_parts={},
+              **details)
+
+
+def test_a_peak_that_parted_from_its_prediction_is_named_with_the_part_that_grew() -> None:
+    events = [
+        *two_kills()[:2],
+        peak_check(600, 1, 10 * GB, 10.4 * GB),  # 4%: within what the verdict lets pass
+        peak_check(1200, 2, 10 * GB, 11.5 * GB, grew="evaluation", grew_by=int(1.3 * GB)),
+        peak_check(1800, 3, 10 * GB, 8.8 * GB, grew="held", grew_by=int(-1.1 * GB)),
+        ev(3600, "finish", epochs=3),
+    ]
+    assert verdict(events, memory(11.5 * GB)) == (
+        "finished in 1h00m; peak 11.5 GB of a 12 GB budget; 2 epochs parted from the predicted peak by "
+        "more than 10%; most, epoch 2 peaked 15% above its predicted 10 GB (11.5 GB measured): evaluation "
+        "at the eval microbatch grew 1.3 GB against its prediction; no leak"
+    )
+    within = [*two_kills()[:2], peak_check(600, 1, 10 * GB, 10.9 * GB), ev(3600, "finish", epochs=1)]
+    assert "parted" not in verdict(within, memory(10.9 * GB))

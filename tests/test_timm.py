@@ -58,6 +58,21 @@ def test_efficientnet_trains_into_a_run_directory_then_seeds_another(tmp_path: P
     assert torch.allclose(after["backbone.conv_stem.weight"], stem, atol=1e-3)
 
 
+def test_the_predicted_epoch_peak_holds_within_a_tenth_under_a_budget(tmp_path: Path) -> None:
+    # A budget the steps come near (so the heap is trimmed before each, as in any run close to its budget).
+    data = make_folder_dataset(tmp_path / "colours", per_class=8)
+    done = oomguard("train", "--no-supervise", f"data={data}", *ARGS, "epochs=3", "memory_limit=650MB",
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    table = rows(tmp_path / "runs" / "exp")
+    assert [int(row["epoch"]) for row in table] == [1, 2, 3]
+    for row in table:
+        predicted, measured = float(row["predicted_peak_mb"]), float(row["peak_memory_mb"])
+        assert abs(measured / predicted - 1) <= 0.10 and measured <= 650, row
+    (plan,) = [event for event in events(tmp_path / "runs" / "exp") if event["event"] == "plan"]
+    assert {"model", "optimizer", "snapshot", "activations", "evaluation"} <= set(plan["components"])  # type: ignore[arg-type]
+
+
 def test_timm_bare_backbone_weights_load(tmp_path: Path) -> None:
     import timm
 

@@ -161,6 +161,28 @@ class Stop(Event):
 
 # -- the memory plan and its changes ------------------------------------------------------------------
 
+#: Parts of a predicted epoch peak (a ``plan``'s ``components``) that are there all epoch long ...
+HELD_PARTS = ("process", "model", "optimizer", "ema", "cache", "snapshot", "workers")
+#: ... and those that happen one at a time: only the largest of them counts in the peak.
+PHASE_PARTS = ("activations", "evaluation", "optimizer_step")
+#: A measured epoch peak that parts from its prediction by more than this share says so, and why.
+PARTED = 0.10
+#: How each part reads (``oomguard probe``, ``rehearse=true``, the report); ``held`` is a ``peak_check``'s
+#: measured memory between steps.
+PART_WORDS = {
+    "process": "the process (libraries, data)",
+    "model": "model weights and buffers",
+    "optimizer": "optimizer state",
+    "ema": "EMA copy of the model",
+    "cache": "decoded images kept by the dataset",
+    "snapshot": "checkpoint snapshot in flight",
+    "workers": "loader workers",
+    "activations": "training step at the microbatch",
+    "evaluation": "evaluation at the eval microbatch",
+    "optimizer_step": "optimizer step",
+    "held": "memory held between steps",
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Plan(Event):
@@ -183,6 +205,31 @@ class Plan(Event):
     predicted_peak: int | None = None
     components: dict[str, int] | None = None
     savers: list[str] | None = None
+    #: Share of the room between what is held and the budget that the plan left free (its caution).
+    margin: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeakCheck(Event):
+    """An epoch's measured peak held against the prediction of the plan in force, and the caution after.
+
+    ``measured_parts`` are what the Guard saw of the same parts (``held``: the
+    least memory between steps; ``activations``/``evaluation``: the largest step
+    or evaluation peak over it); ``grew`` names the part that went furthest over
+    its prediction when the peaks parted by more than a tenth.
+    """
+
+    kind: ClassVar[str] = "peak_check"
+    epoch: int
+    predicted: int
+    measured: int
+    microbatch: int
+    eval_microbatch: int | None
+    margin: float
+    parts: dict[str, int]
+    measured_parts: dict[str, int]
+    grew: str | None = None
+    grew_by: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -435,8 +482,8 @@ class OtherEvent(Event):
 
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
-    Start, Stage, Epoch, Finish, Stop, Plan, Oom, Shrink, Grow, NoFit, Saver, Checkpoint, Pressure, Leak,
-    Fragmentation, SamplerTrouble, Data, Kill, Restart, Fallback,
+    Start, Stage, Epoch, Finish, Stop, Plan, PeakCheck, Oom, Shrink, Grow, NoFit, Saver, Checkpoint, Pressure,
+    Leak, Fragmentation, SamplerTrouble, Data, Kill, Restart, Fallback,
 )}
 
 E = TypeVar("E", bound=Event)

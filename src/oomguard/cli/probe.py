@@ -33,4 +33,5 @@ def probe_command(args: list[str], as_json: bool) -> int:
         table.caption = None
         console.print(table)
         console.print(result.summary(), markup=False)
+        console.print(result.prediction(), markup=False)
     return 0

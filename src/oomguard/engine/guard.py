@@ -36,6 +36,7 @@ from oomguard.devices import Device, device_of, get_device
 from oomguard.devices.base import OverBudget, is_oom
 from oomguard.engine.ddp import PeerOutOfMemory, StepSync
 from oomguard.engine.plan import Plan
+from oomguard.engine.prediction import Prediction
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.protection import Protection, Unprotected
@@ -205,6 +206,7 @@ class Guard:
         if not phase.size:
             self.plan(batch, loss_fn)
         self._release_if_near_budget()
+        self.sizer.observed.between_steps(self.meter.current(fresh=False))
         while True:
             scale = self._agree(phase, total) if self.sync is not None else 1.0
             spans = chunk_spans(total, phase.size)
@@ -247,6 +249,7 @@ class Guard:
             self.sampler.step = self.steps
         self.protection.after_step()
         used = self.meter.current(fresh=False)
+        self.sizer.observe(phase, largest, accumulated or peak)
         if self.watch.after_step(self.protection.step_number(), used, self.device.allocated(),
                                  self.device.reserved()):
             self.device.release_cache()
@@ -361,7 +364,9 @@ class Guard:
             finished = len(outputs) - done
             offset = spans[finished - 1][1] if finished else offset
             if failure is None:
-                self._note(self.meter.peak())
+                peak = self.meter.peak()
+                self._note(peak)
+                self.sizer.observe(phase, max(b - a for a, b in spans), peak)
                 break
             self._note(failure[0])
             if offset < total:
@@ -369,16 +374,32 @@ class Guard:
                 self.sizer.failed(phase, failed[1] - failed[0], *failure)
         return concat(outputs)
 
-    def plan(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None = None) -> Plan:
-        """Probe the model on ``batch``; phases that are ``auto`` take the plan's sizes."""
-        return self._plan(batch, loss_fn, eval_fn)
+    def plan(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None = None, worker_sets: float = 1.0
+             ) -> Plan:
+        """Probe the model on ``batch``; phases that are ``auto`` take the plan's sizes.
+
+        ``worker_sets``: how many sets of loader workers like those running now the epoch will hold
+        (2 when an evaluation loader starts its own), for the predicted peak.
+        """
+        return self._plan(batch, loss_fn, eval_fn, worker_sets)
+
+    @property
+    def prediction(self) -> Prediction | None:
+        """The epoch's peak predicted for the sizes in force, part by part (None before a plan)."""
+        return self.sizer.predict()
+
+    def epoch_end(self, epoch: int, peak: int) -> ev.PeakCheck | None:
+        """An epoch (numbered from 1) peaked at ``peak`` bytes: held against the prediction, the margin
+        follows the evidence and the sizes follow the margin (``peak_check``, ``grow``/``shrink`` events)."""
+        return self.sizer.epoch_end(epoch, peak)
 
     def probe(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None = None) -> ProbeResult:
         """:meth:`plan`, wrapped for printing (``oomguard probe``)."""
         plan = self._plan(batch, loss_fn, eval_fn)
         return ProbeResult(plan=plan, device=str(self.device.torch_device), budget=self.budget.describe())
 
-    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None) -> Plan:
+    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None, worker_sets: float = 1.0
+              ) -> Plan:
         train, evaluation = self.sizer.train, self.sizer.eval
         total = batch_size(batch)
         local = self.sync.no_sync() if self.sync is not None else contextlib.nullcontext()
@@ -387,12 +408,14 @@ class Guard:
                 plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
                              eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
                              headroom=self.sizer.headroom,
-                             reserve=self.sizer.reserve if self.device.unified else 0)
+                             reserve=self.sizer.reserve if self.device.unified else 0,
+                             worker_sets=worker_sets)
         except NoFitError as refusal:
             self.events.emit(refusal.event)  # the run directory says why, as well as the error
             raise
         self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
         self.sizer.base = plan.start
+        self.sizer.adopt(plan)
         if loss_fn is not None:
             _adopt(train, plan.microbatch, plan.ceiling, plan.train_model())
             if train.auto:
@@ -401,7 +424,7 @@ class Guard:
             _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
-        self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None))
+        self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None, self.sizer.predict()))
         return plan
 
     def shrink(self, reason: str) -> int:

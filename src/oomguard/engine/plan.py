@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from oomguard import events as ev
+from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import MemoryModel
+from oomguard.engine.split import largest_chunk
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Row:
     extra: int
     #: False when the size failed (allocator OOM or over the budget): ``peak`` is then only a lower bound.
     ok: bool = True
+    #: A whole step's chunks of this size (the plan's confirmation), rather than two microbatches.
+    whole: bool = False
 
 
 def fit_line(points: list[tuple[int, int]]) -> tuple[float, float]:
@@ -59,14 +63,61 @@ def model_from_rows(rows: list[Row], fixed_extra: float = 0.0) -> MemoryModel:
     return MemoryModel(fixed=intercept + fixed_extra, per_sample=slope, measured=slope)
 
 
-def choose(model: MemoryModel, start: int, target: float | None, ceiling: int, rows: list[Row]) -> int:
-    """The largest size up to ``ceiling`` predicted to fit ``target``, and below any probed size that did not.
+@dataclass(frozen=True)
+class Curve:
+    """A phase's extra memory against its size, from the probe's rows.
+
+    Two microbatches of each size give the fitted line (on or above every
+    point). A whole step at a size, all its chunks, shows what two microbatches
+    do not: the heap that the rest of the step grows. Such a step is the curve
+    at its size, and scales the line at every other size by as much
+    (:attr:`growth`).
+    """
+
+    model: MemoryModel
+    #: ``(size, extra)`` of the whole steps that fitted, smallest first.
+    steps: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_rows(cls, rows: list[Row]) -> Curve:
+        steps = {row.size: row.extra for row in rows if row.whole and row.ok}
+        return cls(model_from_rows([row for row in rows if not row.whole]), tuple(sorted(steps.items())))
+
+    def probed(self, size: int) -> float:
+        """Bytes two microbatches of ``size`` add to what is held, as the line says."""
+        return self.model.fixed + self.model.per_sample * size
+
+    @property
+    def growth(self) -> float:
+        """How much more than two microbatches a whole step took (1 without a whole step)."""
+        ratios = [extra / probed for size, extra in self.steps if (probed := self.probed(size)) > 0]
+        return max([1.0, *ratios])
+
+    def extra(self, size: int) -> int:
+        """Bytes a step of chunks of ``size`` adds to what is held."""
+        measured = dict(self.steps).get(size)
+        return measured if measured is not None else round(self.probed(size) * self.growth)
+
+    def largest(self, start: int, target: float, ceiling: int, total: int) -> int:
+        """The largest microbatch in ``[0, ceiling]`` whose chunks of a batch of ``total`` are predicted
+        to peak at or under ``target`` bytes."""
+        best = self.model.largest(start, target, ceiling)
+        while best > 0 and start + self.extra(largest_chunk(total, best)) > target:
+            best -= 1
+        return best
+
+
+def choose(curve: Curve | MemoryModel, start: int, target: float | None, ceiling: int, rows: list[Row],
+           total: int = 0) -> int:
+    """The largest size up to ``ceiling`` predicted to fit ``target``, and below any probed size that did not;
+    a batch of ``total`` samples runs in chunks of that size or less (0: exactly that size).
 
     Returns 0 when even one sample is predicted not to fit.
     """
     if target is None:
         return ceiling
-    best = model.largest(start, target, ceiling)
+    curve = curve if isinstance(curve, Curve) else Curve(curve)
+    best = curve.largest(start, target, ceiling, total)
     for row in rows:
         if not row.ok or start + row.extra > target:
             best = min(best, row.size - 1)
@@ -92,23 +143,38 @@ class Plan:
     #: Bytes the process holds between steps as the plan expects them (``fit.a`` less the step's fixed part).
     start: int = 0
     seconds: float = 0.0
+    #: The epoch's peak predicted for the sizes chosen, part by part.
+    prediction: Prediction = field(default_factory=Prediction)
+    #: Share of the room (budget less what is held) that the choice left free.
+    margin: float = 0.0
+    #: Samples of the batch probed: the microbatches of a step are its chunks at the planned size.
+    batch: int = 0
+    #: Each phase's extra memory against its size, as probed (None: not probed).
+    curve: Curve | None = None
+    eval_curve: Curve | None = None
 
-    def event(self, microbatch: int | None = None, eval_microbatch: int | None = None) -> ev.Plan:
-        """The ``plan`` event; ``microbatch``/``eval_microbatch``: the sizes in force, when they differ."""
+    def event(self, microbatch: int | None = None, eval_microbatch: int | None = None,
+              prediction: Prediction | None = None) -> ev.Plan:
+        """The ``plan`` event; ``microbatch``/``eval_microbatch``/``prediction``: those in force, when they
+        differ from what this plan chose (a phase planned earlier keeps its size)."""
+        prediction = prediction or self.prediction
         return ev.Plan(
             microbatch=self.microbatch if microbatch is None else microbatch,
             eval_microbatch=self.eval_microbatch if eval_microbatch is None else eval_microbatch,
             ceiling=self.ceiling,
             budget=self.budget,
             fit={"a": round(self.fit.a), "b": round(self.fit.b)},
-            table=[{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.table],
+            table=[_row(row) for row in self.table],
             eval_fit=None if self.eval_fit is None else {
                 "a": round(self.eval_fit.a), "b": round(self.eval_fit.b)},
-            eval_table=[{"size": row.size, "peak": row.peak, "ok": row.ok} for row in self.eval_table],
+            eval_table=[_row(row) for row in self.eval_table],
             optimizer_peak=self.optimizer_peak,
             snapshot_bytes=self.snapshot_bytes,
             start=self.start,
             seconds=round(self.seconds, 3),
+            predicted_peak=prediction.peak,
+            components=prediction.components(),
+            margin=round(self.margin, 4),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,3 +189,8 @@ class Plan:
             return None
         return MemoryModel(fixed=self.eval_fit.a - self.start, per_sample=self.eval_fit.b,
                            measured=self.eval_fit.b)
+
+
+def _row(row: Row) -> dict[str, Any]:
+    """A probed row as the ``plan`` event writes it (``whole``: only for a whole step)."""
+    return {"size": row.size, "peak": row.peak, "ok": row.ok, **({"whole": True} if row.whole else {})}

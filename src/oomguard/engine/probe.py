@@ -6,16 +6,20 @@ warm-up and an optimizer step (at learning rate 0, to create its state), then
 two accumulated microbatches of each size 1, 2, 4, ... up to the ceiling, and
 the same without gradients for evaluation. It stops before a size the points
 so far predict over the target and at the first size that did not fit, so
-probing never asks for much more than the plan could give. Weights, optimizer
-state, RNGs and train/eval modes are put back afterwards: a run that probed
-draws the same numbers as one that did not.
+probing never asks for much more than the plan could give. It measures what is
+held between steps once the optimizer has its state (and what the loader
+workers hold alone), and where the chosen size splits the batch, a whole step
+at it (:mod:`oomguard.engine.choice`). The plan predicts the epoch's peak from
+those parts (:mod:`oomguard.engine.prediction`). Weights, optimizer state,
+RNGs and train/eval modes are put back afterwards: a run that probed draws the
+same numbers as one that did not.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +28,9 @@ from torch import nn
 from oomguard.checkpoint.rng import capture_rng, restore_rng
 from oomguard.checkpoint.snapshots import snapshot, snapshot_bytes
 from oomguard.devices.base import is_oom
-from oomguard.engine.plan import Fit, Plan, Row, choose, fit_line, model_from_rows
+from oomguard.engine.choice import Choice, make_plan
+from oomguard.engine.plan import Plan, Row, fit_line
+from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import target_bytes
 from oomguard.engine.refusal import NoFitError, refuse
 from oomguard.engine.runner import EvalFn, LossFn, Runner
@@ -33,10 +39,6 @@ from oomguard.memory.in_use import in_use
 from oomguard.memory.tensors import held_bytes, tensors_in
 
 Spans = list[tuple[int, int]]
-#: On memory shared with the host the first choice assumes this much more per sample than two
-#: microbatches showed: glibc's heap keeps growing over the microbatches of a step before it levels
-#: off. The first real steps then calibrate the size on what they peak at (see Sizer.calibrate).
-HOST_HEAP_GROWTH = 1.5
 
 
 def probe_sizes(ceiling: int) -> list[int]:
@@ -95,8 +97,9 @@ class _Sweep:
         self.offset = offset
         self.rows: list[Row] = []
 
-    def one(self, size: int) -> bool:
-        """Measure ``size`` samples; False when it did not fit or a larger size is not worth trying."""
+    def one(self, size: int, spans: Spans | None = None) -> bool:
+        """Measure ``size`` samples (twice, or as ``spans``: a whole step's chunks of that size); False
+        when it did not fit or a larger size is not worth trying."""
         device, meter = self.runner.device, self.runner.meter
         device.release_cache()  # a cache left by the previous size would otherwise be reused, unseen
         meter.mark()
@@ -111,18 +114,24 @@ class _Sweep:
         try:
             # Two microbatches: the second meets the first one's gradients and, on CPU, the heap the
             # first left behind (glibc keeps freed chunks): one alone would promise too much.
-            self.run([(0, size), (0, size)])
+            self.run(spans or [(0, size), (0, size)])
             device.synchronize()
         except Exception as exc:
             if not is_oom(exc):
                 raise
             ok = False
         peak = meter.peak()
-        self.rows.append(Row(size=size, peak=peak, extra=peak - start + self.offset, ok=ok))
+        self.rows.append(Row(size=size, peak=peak, extra=peak - start + self.offset, ok=ok,
+                             whole=spans is not None))
         if not ok:
             self.runner.drop_gradients()
             device.empty_cache()  # with a collection: the failure's traceback may have left cycles
         return ok and (limit is None or peak <= limit)
+
+    def row(self, size: int, spans: Spans) -> Row:
+        """The row of ``size`` measured as ``spans`` (a whole step)."""
+        self.one(size, spans)
+        return self.rows[-1]
 
     def sweep(self, ceiling: int) -> None:
         for size in probe_sizes(ceiling):
@@ -157,26 +166,65 @@ def _too_big(runner: Runner, phase: str, budget: int | None, before: TreeMemory 
     return refuse(phase, needed, budget, split)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What the process held between steps in the probe, the optimizer state made (bytes, as ``current``)."""
+
+    total: int
+    #: Of ``total``: what the loader workers hold alone, and the probe's own copies that go with the restore.
+    children: int = 0
+    copies: int = 0
+    optimizer: int = 0
+    #: The optimizer step's peak (with the gradients it steps from).
+    step_peak: int = 0
+
+    @property
+    def after(self) -> int:
+        """What ``meter.current()`` will read between steps once training runs."""
+        return max(0, self.total - self.copies)
+
+
+def _held(runner: Runner, copies: int, step_peak: int) -> _Held:
+    """Measure what is held between steps now: no gradients, the allocator's free cache handed back."""
+    runner.drop_gradients()
+    runner.device.release_cache()
+    # Each process measured now (host memory only). The workers count for the pages they hold alone:
+    # those they share with this process are counted once already, and more workers share them too.
+    reading = runner.meter.reading()
+    alone = reading.children_private if reading is not None else 0
+    state = snapshot_bytes(runner.optimizer.state_dict()["state"])
+    return _Held(total=runner.meter.current(), children=alone, copies=copies, optimizer=state,
+                 step_peak=step_peak)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of the weights and buffers of ``model`` (each tensor once)."""
+    return snapshot_bytes([*model.parameters(), *model.buffers()])
+
+
 def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_fn: EvalFn | None, *,
           ceiling: int, budget: int | None, headroom: float, reserve: int,
-          eval_ceiling: int | None = None) -> Plan:
+          eval_ceiling: int | None = None, worker_sets: float = 1.0) -> Plan:
     """Measure, put the run's state back, and choose the train (with ``loss_fn``) and eval microbatch.
 
     ``reserve`` is memory that must stay free besides the step (the
     checkpointer's snapshot); on memory shared with the host it is at least the
-    snapshot this probe measured.
+    snapshot this probe measured. ``worker_sets``: how many sets of loader
+    workers like the ones running now will run (the built-in loop's evaluation
+    loader brings a second). ``headroom``: the share of the room the plan may
+    use before the probe's own scatter narrows it (:class:`Caution`).
     """
     began = time.perf_counter()
     ceiling = max(1, min(ceiling, total))
     eval_ceiling = max(1, min(eval_ceiling or ceiling, total))
     device, meter, optimizer = runner.device, runner.meter, runner.optimizer
-    state_before = snapshot_bytes(optimizer.state_dict()["state"])
     before = meter.reading()  # what is in use before any step: a refusal's explanation
     saved = _save(runner)
-    optimizer_peak, growth = 0, 0
+    copies = snapshot_bytes(saved.model) + snapshot_bytes(saved.optimizer) if device.unified else 0
     taken = snapshot_bytes(saved.model) + snapshot_bytes(saved.optimizer)
     train_rows: list[Row] = []
     eval_rows: list[Row] = []
+    held: _Held | None = None
     try:
         runner.drop_gradients()
         if loss_fn is not None:
@@ -186,11 +234,13 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
                 raise _too_big(runner, "train", budget, before, saved)
             meter.mark()
             _step_without_moving(optimizer)
-            optimizer_peak = meter.peak()
-            growth = snapshot_bytes(optimizer.state_dict()["state"]) - state_before
+            step_peak = meter.peak()
             taken = snapshot_bytes(runner.model.state_dict()) + snapshot_bytes(optimizer.state_dict())
             train.sweep(ceiling)
-            train_rows = train.rows
+            held = _held(runner, copies, step_peak)  # the optimizer state as the first real step makes it
+            reserve = max(reserve, taken if device.unified else 0)
+            choice = Choice(held.after, budget, reserve, headroom, ceiling, total)
+            train_rows = choice.confirmed(train.rows, _Sweep(runner, train.run).row)
         if eval_fn is not None:
             runner.drop_gradients()
             runner.model.eval()
@@ -199,46 +249,19 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             if not _Sweep(runner, evaluation.run).one(1):
                 raise _too_big(runner, "eval", budget, before, saved)
             evaluation.sweep(eval_ceiling)
-            eval_rows = evaluation.rows
+            held = held or _held(runner, copies, 0)
+            choice = Choice(held.after, budget, reserve, headroom, eval_ceiling, total)
+            eval_rows = choice.confirmed(evaluation.rows, _Sweep(runner, evaluation.run).row)
     finally:
         _restore(runner, saved)
         del saved
         device.release_cache()
-    # The state the probe's optimizer step created went with the restore; the first real step makes it again.
-    start = meter.current() + max(0, growth)
-    reserve = max(reserve, taken if device.unified else 0)
-    target = None if budget is None else target_bytes(start, budget, headroom, reserve)
-    return _plan(train_rows, eval_rows, start, target, budget, (ceiling, eval_ceiling), optimizer_peak,
-                 reserve, time.perf_counter() - began, HOST_HEAP_GROWTH if device.unified else 1.0)
-
-
-def _plan(train_rows: list[Row], eval_rows: list[Row], start: int, target: float | None,
-          budget: int | None, ceilings: tuple[int, int], optimizer_peak: int, reserve: int, seconds: float,
-          growth: float) -> Plan:
-    """Choose from the rows; ``start`` is what the process will hold between steps."""
-    train_model = model_from_rows(train_rows)
-    eval_model = model_from_rows(eval_rows)
-    microbatch = eval_microbatch = None
-    ceiling, eval_ceiling = ceilings
-    if train_rows:
-        cautious = replace(train_model, per_sample=train_model.per_sample * growth)
-        microbatch = max(1, choose(cautious, start, target, ceiling, train_rows))
-    if eval_rows:
-        cautious = replace(eval_model, per_sample=eval_model.per_sample * growth)
-        eval_microbatch = max(1, choose(cautious, start, target, eval_ceiling, eval_rows))
-    return Plan(
-        microbatch=microbatch or 0,
-        eval_microbatch=eval_microbatch,
-        ceiling=ceiling,
-        eval_ceiling=eval_ceiling if eval_rows else None,
-        budget=budget,
-        target=target,
-        fit=Fit(start + train_model.fixed, train_model.per_sample),
-        eval_fit=Fit(start + eval_model.fixed, eval_model.per_sample) if eval_rows else None,
-        table=train_rows,
-        eval_table=eval_rows,
-        optimizer_peak=optimizer_peak,
-        snapshot_bytes=reserve,
-        start=start,
-        seconds=seconds,
-    )
+    assert held is not None, "probe() needs a loss_fn or an eval_fn"
+    base = Prediction({
+        "model": model_bytes(runner.model), "optimizer": held.optimizer, "snapshot": reserve,
+        "workers": round(held.children * worker_sets),
+        "optimizer_step": max(0, held.step_peak - held.total) if held.step_peak else 0,
+    })
+    base = base.with_parts(process=held.after - held.children - base.part("model") - base.part("optimizer"))
+    return make_plan(train_rows, eval_rows, held.after, base, budget, (ceiling, eval_ceiling), held.step_peak,
+                 headroom, time.perf_counter() - began, total)

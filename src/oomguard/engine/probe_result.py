@@ -32,15 +32,27 @@ class ProbeResult:
         if plan.eval_microbatch is not None:
             parts.append(f"eval microbatch {plan.eval_microbatch}")
         parts.append(f"fit {format_bytes(plan.fit.a)} + {format_bytes(plan.fit.b)}/sample")
+        parts.append(f"predicted epoch peak {format_bytes(plan.prediction.peak)}")
+        if plan.budget is not None:
+            parts.append(f"margin {plan.margin:.0%} of the room")
         parts.append(f"probe took {format_duration(plan.seconds)}")
         return "plan: " + ", ".join(parts)
 
+    def prediction(self) -> str:
+        """The epoch's predicted peak for this plan, one line per part (what ``rehearse=true`` prints too)."""
+        plan = self.plan
+        head = f"predicted epoch peak at microbatch {plan.microbatch}"
+        if plan.eval_microbatch is not None:
+            head += f", eval microbatch {plan.eval_microbatch}"
+        return "\n".join([head + ":", *plan.prediction.lines()])
+
     def table(self) -> str:
-        """Plain text: one line per probed size, then the plan."""
+        """Plain text: one line per probed size, then the plan and its predicted peak."""
         lines = [f"{'phase':<6} {'size':>6} {'peak':>10}  verdict"]
         for phase, size, peak, verdict in self.rows():
             lines.append(f"{phase:<6} {size:>6} {format_bytes(peak):>10}  {verdict}")
         lines.append(self.summary())
+        lines.append(self.prediction())
         return "\n".join(lines)
 
     def rich_table(self) -> Any:

@@ -1,20 +1,27 @@
-"""The microbatch size of each phase and every change to it: shrink on failure, grow after quiet steps.
+"""The microbatch size of each phase and every change to it: shrink on failure, grow after quiet steps,
+and at each epoch's end, the measured peak held against the prediction (the caution it leads to).
 
-Each change is an event (``oom``, ``shrink``, ``grow``) with the sizes and the
-measured bytes, so a run's memory story can be read back from events.jsonl.
-The arithmetic lives in :mod:`oomguard.engine.recovery`; this module keeps the
-state it works on and says what happened.
+Each change is an event (``oom``, ``shrink``, ``grow``, ``peak_check``) with
+the sizes and the measured bytes, so a run's memory story can be read back
+from events.jsonl. The arithmetic lives in :mod:`oomguard.engine.recovery` and
+:mod:`oomguard.engine.evidence`; this module keeps the state it works on and
+says what happened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from oomguard import events as ev
 from oomguard.devices.base import Device
+from oomguard.engine.evidence import Caution, Observed, peak_check
+from oomguard.engine.phase import Phase
+from oomguard.engine.plan import Plan
+from oomguard.engine.prediction import Prediction
 from oomguard.engine.recovery import MemoryModel, failure_bound, grow, shrink, target_bytes
 from oomguard.engine.refusal import NoFitError, refuse
+from oomguard.engine.split import largest_chunk
 from oomguard.events import EventLog
 from oomguard.memory.budget import Budget
 from oomguard.memory.in_use import in_use
@@ -25,27 +32,9 @@ from oomguard.units import format_bytes
 LOWER_BELOW = 0.98
 
 
-@dataclass
-class Phase:
-    """Train or eval: its microbatch (0 until planned), the ceiling it never grows past, its memory model."""
-
-    name: str
-    size: int
-    ceiling: int | None
-    model: MemoryModel = field(default_factory=MemoryModel)
-    auto: bool = False
-    #: Set by a shrink or a plan: the size is an estimate that quiet steps may show to be too small.
-    may_grow: bool = False
-    #: The largest size that ran a stretch of quiet steps: as far as growing goes on host memory.
-    safe: int = 0
-
-    @property
-    def words(self) -> str:
-        return "training" if self.name == "train" else "evaluation"
-
-
 class Sizer:
-    """Decides sizes for both phases from measured peaks, leaving ``1 - headroom`` of the room free."""
+    """Decides sizes for both phases from measured peaks, leaving the caution's margin of the room free
+    (``1 - headroom`` until the evidence of finished epochs moves it)."""
 
     def __init__(self, train: Phase, evaluation: Phase, budget: Budget, device: Device, meter: MemoryMeter,
                  events: EventLog, headroom: float, grow_after: int,
@@ -54,7 +43,13 @@ class Sizer:
         #: Bytes of data (tensors, arrays) the process holds besides the model: for a refusal's advice.
         self.data_held = data_held
         self.budget, self.device, self.meter, self.events = budget, device, meter, events
-        self.headroom, self.grow_after = headroom, grow_after
+        self.grow_after = grow_after
+        self.caution = Caution.start(headroom)
+        #: The parts of the epoch's peak the plan predicted (phases at the planned sizes); None until then.
+        self.prediction: Prediction | None = None
+        self.batch = 0
+        #: What the steps and evaluations of the epoch in progress measured.
+        self.observed = Observed()
         #: Bytes kept free for the checkpointer's snapshot (memory shared with the host only).
         self.reserve = 0
         self.quiet = 0
@@ -63,10 +58,87 @@ class Sizer:
         #: Quiet steps before the next look at growing: ``grow_after``, or 2 right after a plan.
         self.check_at = grow_after
 
+    @property
+    def headroom(self) -> float:
+        """The share of the room a step may use (``1 - margin``)."""
+        return 1.0 - self.caution.margin
+
     def target(self, bound: int | None = None) -> float:
         """Bytes a step should peak under: ``headroom`` of the room up to the budget (or ``bound``)."""
         limit = self.budget.limit if self.budget.limit is not None else bound or 0
         return target_bytes(self.base, limit, self.headroom, self.reserve if self.device.unified else 0)
+
+    def adopt(self, plan: Plan) -> None:
+        """A plan's prediction and curves, and its margin while no finished epoch has said otherwise."""
+        self.prediction, self.batch = plan.prediction, plan.batch
+        for phase, curve in ((self.train, plan.curve), (self.eval, plan.eval_curve)):
+            if curve is not None:
+                phase.curve, phase.growth = curve, curve.growth
+        if not (self.caution.confirmed or self.caution.missed):
+            self.caution.margin = plan.margin
+
+    def predict(self, train: int | None = None, evaluation: int | None = None) -> Prediction | None:
+        """The epoch's peak with chunks of these sizes (by default: a batch's chunks at the sizes in force);
+        None before a plan."""
+        if self.prediction is None:
+            return None
+        parts: dict[str, int] = {}
+        for phase, size, name in ((self.train, train, "activations"), (self.eval, evaluation, "evaluation")):
+            size = largest_chunk(self.batch, phase.size) if size is None else size
+            if size and (phase.model.per_sample or phase.model.fixed or phase.curve is not None):
+                parts[name] = phase.extra(size)
+        return self.prediction.with_parts(**parts)
+
+    def observe(self, phase: Phase, size: int, peak: int | None) -> None:
+        """A step or an evaluation with chunks of ``size`` peaked at ``peak``."""
+        self.observed.phase("activations" if phase is self.train else "evaluation", peak, size)
+
+    def epoch_end(self, epoch: int, measured: int) -> ev.PeakCheck | None:
+        """Hold the epoch's measured peak against the prediction; the caution, and the sizes, follow.
+
+        Returns the ``peak_check`` event (also emitted); None before a plan or without a budget's room.
+        """
+        observed, self.observed = self.observed, Observed()
+        sizes = observed.sizes
+        predicted = self.predict(sizes.get("activations"), sizes.get("evaluation"))
+        if predicted is None or measured <= 0:
+            return None
+        if self.device.unified and not observed.snapshot:
+            predicted = predicted.with_parts(snapshot=0)  # no checkpoint was in flight in this epoch
+        room = (self.budget.limit - predicted.held) if self.budget.limit is not None else 0
+        missed = self.caution.update(predicted.peak, measured, room)
+        check = peak_check(epoch, predicted, measured, observed, self.caution.margin,
+                           (self.train.size, self.eval.size or None))
+        self.events.emit(check)
+        if room > 0:
+            self._follow_caution(missed, epoch, measured, predicted.peak)
+        return check
+
+    def _follow_caution(self, missed: bool, epoch: int, measured: int, predicted: int) -> None:
+        """After the margin moved: each phase at the largest size its model says fits (up to its ceiling)."""
+        start = self._start()
+        target = self.target()
+        for phase in (self.train, self.eval):
+            if not phase.size or phase.model.per_sample <= 0:
+                continue
+            fits = max(1, phase.largest(start, target, phase.ceiling or phase.size, self.batch))
+            chunk = largest_chunk(self.batch, fits)
+            if chunk == largest_chunk(self.batch, phase.size):
+                continue  # the same chunks of a batch: nothing would change
+            after = start + phase.extra(chunk)
+            if missed and fits < phase.size:
+                self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=fits,
+                                           reason=f"epoch {epoch} peaked at {format_bytes(measured)}, above "
+                                                  f"the {format_bytes(predicted)} predicted",
+                                           predicted=after))
+                phase.size = fits
+            elif not missed and fits > phase.size:
+                confirmed = self.caution.confirmed
+                self.events.emit(ev.Grow(phase=phase.name, from_=phase.size, to=fits,
+                                         reason=f"{confirmed} epoch{'s' if confirmed != 1 else ''} peaked "
+                                                f"within the prediction's margin",
+                                         predicted=after))
+                phase.size = fits
 
     def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
         """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1."""
@@ -187,15 +259,22 @@ class Sizer:
             self.check_at = self.grow_after
 
     def make_room(self, n: int) -> None:
-        """Keep ``n`` bytes free for a snapshot (the largest asked counts); what no longer fits shrinks."""
-        self.reserve = max(self.reserve, int(n))
+        """Keep ``n`` bytes free for a snapshot (the largest asked counts); what no longer fits shrinks.
+
+        Each call is a snapshot taken: the epoch in progress has one in flight (its ``peak_check``
+        counts it; an epoch without one, like a fresh run's first, does not).
+        """
+        self.observed.snapshot = max(self.observed.snapshot, int(n))
+        if n <= self.reserve:
+            return  # the room is kept already
+        self.reserve = int(n)
         if not self.device.unified or self.budget.limit is None:
             return
         start = self._start()
         for phase in (self.train, self.eval):
             if not phase.size or phase.model.per_sample <= 0:
                 continue
-            fits = max(1, phase.model.largest(start, self.target(), phase.size))
+            fits = max(1, phase.largest(start, self.target(), phase.size, self.batch))
             if fits < phase.size:
                 self.events.emit(ev.Shrink(phase=phase.name, from_=phase.size, to=fits,
                                            reason=f"room for a {format_bytes(n)} checkpoint snapshot",
@@ -203,7 +282,10 @@ class Sizer:
                 phase.size = fits
 
     def state_dict(self) -> dict[str, int | float]:
-        state: dict[str, int | float] = {"grow_after": self.grow_after, "reserve": self.reserve}
+        state: dict[str, int | float] = {"grow_after": self.grow_after, "reserve": self.reserve,
+                                         "batch": self.batch, **self.caution.state_dict()}
+        if self.prediction is not None:
+            state.update({f"predicted_{name}": value for name, value in self.prediction.parts.items()})
         for phase in (self.train, self.eval):
             prefix = "" if phase.name == "train" else "eval_"
             state[f"{prefix}microbatch"] = phase.size
@@ -213,11 +295,18 @@ class Sizer:
             state[f"{prefix}measured"] = float(phase.model.measured)
             state[f"{prefix}may_grow"] = int(phase.may_grow)
             state[f"{prefix}safe"] = phase.safe
+            state[f"{prefix}growth"] = phase.growth
         return state
 
     def load_state_dict(self, state: dict[str, int | float]) -> None:
         self.grow_after = int(state.get("grow_after", self.grow_after))
         self.reserve = max(self.reserve, int(state.get("reserve", 0)))
+        self.caution.load_state_dict(state)
+        self.batch = int(state.get("batch", self.batch))
+        parts = {key.removeprefix("predicted_"): int(value) for key, value in state.items()
+                 if key.startswith("predicted_")}
+        if parts:
+            self.prediction = Prediction(parts)
         for phase in (self.train, self.eval):
             prefix = "" if phase.name == "train" else "eval_"
             size = int(state.get(f"{prefix}microbatch", 0))
@@ -231,3 +320,4 @@ class Sizer:
                                       float(state.get(f"{prefix}measured", phase.model.measured)))
             phase.may_grow = bool(state.get(f"{prefix}may_grow", phase.may_grow))
             phase.safe = int(state.get(f"{prefix}safe", phase.safe))
+            phase.growth = float(state.get(f"{prefix}growth", phase.growth))

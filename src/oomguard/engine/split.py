@@ -60,6 +60,13 @@ def chunk_spans(total: int, microbatch: int) -> list[tuple[int, int]]:
     return spans
 
 
+def largest_chunk(total: int, microbatch: int) -> int:
+    """The largest span :func:`chunk_spans` makes of ``total`` samples at ``microbatch``."""
+    if total <= 0:
+        return microbatch
+    return -(-total // -(-total // max(1, microbatch)))
+
+
 def take(batch: Any, start: int, stop: int, total: int) -> Any:
     """Samples ``start:stop`` of a batch of ``total`` samples (views, no copies)."""
     return _take(batch, start, stop, total, top=True)

@@ -85,7 +85,8 @@ class Checkpointing(Callback):
             return
         self.writer.submit(capture(state, epoch_done=epoch_done), step=state.step, best=best)
         # The copy lives in host memory while it is written: on CPU and unified memory the plan keeps
-        # room for it (the probe measured one; a given microbatch has no probe).
+        # room for it (the probe measured one; a given microbatch has no probe), and the epoch it is
+        # written in predicts its peak with it.
         state.guard.add_snapshot_bytes(self.writer.snapshot_bytes)
 
     def save_now(self, state: State) -> None:

@@ -2,8 +2,9 @@
 
 It trains at most :data:`REHEARSE_STEPS` steps (or one epoch, whichever is
 less), runs one validation pass and writes one checkpoint, all with the real
-plan, in a temporary run directory (nothing is left behind: no weights, no
-run directory to refuse the real run later). The memory used after each step
+plan (whose predicted epoch peak it prints part by part, as ``oomguard
+probe`` does), in a temporary run directory (nothing is left behind: no
+weights, no run directory to refuse the real run later). The memory used after each step
 is fitted like a leak (lower envelope, Theil–Sen), and the peak at the end of
 the full run is projected as the rehearsal's peak plus that slope times the
 steps still to go (a slope that is not sustained counts as flat).
@@ -20,6 +21,7 @@ import torch
 
 from oomguard import host
 from oomguard.config import Config
+from oomguard.engine.probe_result import ProbeResult
 from oomguard.events import EventLog
 from oomguard.loop.callbacks import Callback, CallbackList
 from oomguard.loop.checkpointing import Checkpointing
@@ -96,6 +98,10 @@ def rehearse(config: Config, build: Callable[[Config, RunDir, EventLog], State],
         try:
             fit(state, CallbackList([steps]))
             state.stop = None
+            plan = state.guard.last_plan
+            if plan is not None:  # the same prediction ``oomguard probe`` prints
+                result = ProbeResult(plan, str(state.device.torch_device), state.guard.budget.describe())
+                say(result.prediction())
             with torch.no_grad():
                 validate(state)
             checkpointing.save_now(state)

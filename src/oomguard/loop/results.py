@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from oomguard.atomic import replacing
+from oomguard.events import PeakCheck
 from oomguard.loop.callbacks import Callback
 from oomguard.loop.state import State
 
 LEADING = ("epoch", "train_loss")
-TRAILING = ("lr", "microbatch", "eval_microbatch", "peak_memory_mb", "seconds")
+TRAILING = ("lr", "microbatch", "eval_microbatch", "peak_memory_mb", "predicted_peak_mb", "seconds")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -36,6 +37,11 @@ def csv_cell(value: object) -> object:
     return value
 
 
+def predicted_mb(check: PeakCheck | None) -> float | None:
+    """The epoch's predicted peak in MB, as results.csv writes it beside the measured one."""
+    return None if check is None else round(check.predicted / 1e6, 1)
+
+
 class ResultsWriter(Callback):
     """Appends a row at each epoch end; on resume drops rows past the checkpoint's epoch."""
 
@@ -52,16 +58,19 @@ class ResultsWriter(Callback):
 
     def on_epoch_end(self, state: State) -> None:
         seconds = state.epoch_seconds_before + time.monotonic() - state.epoch_started
+        check = state.peak_check
         row: dict[str, object] = {
             "epoch": state.epoch_offset + state.epoch + 1,
             "stage": None if state.stage is None else state.stage + 1,
             "train_loss": state.train_loss,
             **state.metrics,
             "lr": state.lr,
-            "microbatch": state.guard.microbatch,
-            "eval_microbatch": state.guard.eval_microbatch,
+            # The sizes the epoch ended with (the peak check may have resized them for the next).
+            "microbatch": check.microbatch if check is not None else state.guard.microbatch,
+            "eval_microbatch": check.eval_microbatch if check is not None else state.guard.eval_microbatch,
             "peak_memory_mb": round(state.epoch_peak / 1e6, 1),
             "seconds": round(seconds, 2),
+            "predicted_peak_mb": predicted_mb(check),
         }
         path = state.run.results
         new = not path.exists() or path.stat().st_size == 0

@@ -12,7 +12,7 @@ import torch
 
 from oomguard.config import Config
 from oomguard.devices import Device
-from oomguard.events import EventLog
+from oomguard.events import EventLog, PeakCheck
 from oomguard.loop.stopping import StopCause, StopRequest
 from oomguard.memory.sampler import MemorySampler
 from oomguard.rundir import RunDir
@@ -67,6 +67,8 @@ class State:
     group: Group | None = None  # the data-parallel group this process is a rank of
     #: A rank's own stop request, until the group agrees on it (at the next step) and stops together.
     stop_requested: StopRequest | None = None
+    #: The finished epoch's peak held against the plan's prediction (results.csv's predicted_peak_mb).
+    peak_check: PeakCheck | None = None
     #: The epoch's peak memory is written by the sampler thread and read and reset by the loop.
     peak_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

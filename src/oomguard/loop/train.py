@@ -14,6 +14,7 @@
             stop here if a callback or a signal asked to
         every val_every epochs and at the last: state.metrics = validate(state)
             callbacks.on_validation_end(state)
+        guard.epoch_end(epoch, peak)               # the peak against the prediction: the caution follows
         callbacks.on_epoch_end(state)              # results.csv row, checkpoint, best.pt
         state.epoch += 1; state.position = 0
     callbacks.on_end(state)
@@ -42,6 +43,7 @@ def validate(state: State) -> dict[str, float]:
     """Metrics over the validation set; the Guard fits each batch to the eval microbatch."""
     metrics = state.task.new_metrics()
     state.model.eval()
+    state.device.release_cache()  # a validation starts from what is held, not on the heap training left
     try:
         for batch in state.val_loader:
             outputs = state.guard.evaluate(batch, state.task.predict)
@@ -115,7 +117,10 @@ def fit(state: State, callbacks: Callback) -> State:
     try:
         if not (state.guard.microbatch and state.guard.eval_microbatch):
             # Plan train and eval together on a real batch, before the first step (a resume skips it).
-            state.guard.plan(next(iter(state.train_loader)), state.task.loss, state.task.predict)
+            # The evaluation loader's workers, like the training loader's running now, join later.
+            state.guard.plan(next(iter(state.train_loader)), state.task.loss, state.task.predict,
+                             worker_sets=2.0)
+            state.take_peak()  # the probe's sizes are not the plan's: the first epoch's peak starts here
         while not state.finished and state.stop is None:
             state.epoch_started = time.monotonic()
             callbacks.on_epoch_start(state)
@@ -130,6 +135,8 @@ def fit(state: State, callbacks: Callback) -> State:
                 state.metrics = {}
             if state.group is not None:  # the epoch's peak is the largest rank's
                 state.note_peak(state.group.max(state.epoch_peak))
+            # The peak held against the prediction: the margin, and the sizes, follow the evidence.
+            state.peak_check = state.guard.epoch_end(state.epoch_offset + state.epoch + 1, state.epoch_peak)
             callbacks.on_epoch_end(state)
             state.take_peak()  # the next epoch's peak starts now (atomically: the sampler writes it too)
             state.epoch += 1

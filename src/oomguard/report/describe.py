@@ -58,7 +58,12 @@ def describe(event: ev.Event) -> str:
     """``oom``: ``train, microbatch 32, peak 3.2 GB``; ``kill``: ``memory kill, signal 9``; ..."""
     if isinstance(event, ev.Plan):
         text = f"microbatch {event.microbatch}, eval {event.eval_microbatch}"
-        return text + (f", budget {size(event.budget)}" if event.budget else "")
+        text += f", budget {size(event.budget)}" if event.budget else ""
+        return text + (f", predicted peak {size(event.predicted_peak)}" if event.predicted_peak else "")
+    if isinstance(event, ev.PeakCheck):
+        margin = f", margin {event.margin:.0%}" if isinstance(event.margin, int | float) else ""
+        peaks = f"predicted {size(event.predicted)}, measured {size(event.measured)}"
+        return f"epoch {event.epoch}: {peaks}{margin}"
     if isinstance(event, ev.Oom):
         peak = f", peak {size(event.peak)}" if event.peak else ""
         return f"{event.phase or 'train'}, microbatch {event.microbatch}{peak}"

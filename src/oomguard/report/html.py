@@ -10,6 +10,7 @@ import yaml
 
 from oomguard import events as ev
 from oomguard.report.describe import clock, describe, since, value_text
+from oomguard.report.prediction import rows as prediction_rows
 from oomguard.report.read import RunData
 from oomguard.report.verdict import budget_of, cause_words, size
 from oomguard.units import format_duration
@@ -173,6 +174,12 @@ def render_html(run: RunData, verdict: str, memory_svg: str, curves_svg: str | N
         plan_rows = plan_rows[-MAX_ROWS:]
     plan = (_table(["when", "event", "phase", "microbatch", "eval microbatch", "budget", "detail"], plan_rows)
             if plan_rows else '<p class="muted">no plan recorded</p>') + plan_note
+    checks = prediction_rows(run.events)
+    headers = ["epoch", "microbatch", "eval microbatch", "predicted peak", "measured peak",
+               "measured vs predicted", "margin after", "part that grew"]
+    predicted = _table(headers, checks, "prediction-table") if checks else (
+        '<p class="muted">no predicted peak recorded (a given microbatch is not probed, and '
+        "<code>oomguard run</code> plans nothing)</p>")
     restart_rows = _restart_rows(run)
     restarts = (_table(["when", "time", "event", "attempt", "cause", "detail"], restart_rows)
                 if restart_rows else '<p class="muted">no kills and no restarts</p>')
@@ -198,6 +205,7 @@ def render_html(run: RunData, verdict: str, memory_svg: str, curves_svg: str | N
 range within it. Hover an event marker for its details. Also saved as memory.png.</figcaption></figure>
 <h2>Training curves</h2>{curves}
 <h2>Plan over time</h2>{plan}
+<h2>Predicted peak against measured</h2>{predicted}
 <h2>Kills and restarts</h2>{restarts}
 <h2>Events</h2><div id="event-filter"></div><p class="note" id="event-count"></p>{events}
 {f'<p class="note">{escape(note)}</p>' if note else ''}

@@ -1,4 +1,5 @@
-"""The run in one sentence: did it finish, what did it survive, how close to the budget it ran.
+"""The run in one sentence: did it finish, what did it survive, how close to the budget it ran, whether
+its memory parted from the plan's prediction.
 
 Pure functions of the event list and the memory summary, so the wording is
 tested without files: ``finished in 3h02m; 2 memory kills survived; peak
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oomguard import events as ev
+from oomguard.report.prediction import parted
 from oomguard.report.timeline import MemorySummary
 from oomguard.units import format_bytes, format_duration
 
@@ -181,5 +183,8 @@ def verdict(given: Sequence[ev.Event | Mapping[str, Any]], memory: MemorySummary
             parts.append(f"peak {size(peak)}, over the {size(budget)} budget")
         else:
             parts.append(f"peak {size(peak)} of a {size(budget)} budget")
+    apart = parted(events)
+    if apart is not None:
+        parts.append(apart)
     parts.append(_leak(events))
     return "; ".join(parts)

@@ -44,3 +44,30 @@ def class_count(data_yaml: str) -> int:
         raise ConfigError(f"data={data_yaml!r} names no classes; give names: {{0: cat, ...}} "
                           "as ultralytics does")
     return count
+
+
+_IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".dng", ".mpo", ".heic"}
+
+
+def train_images(data_yaml: str) -> int | None:
+    """How many training images a data.yaml names (folders of images or ``.txt`` lists); None when
+    that cannot be told without ultralytics' own resolution (a download, a dataset name)."""
+    try:
+        spec = yaml.safe_load(Path(data_yaml).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    spec = spec if isinstance(spec, dict) else {}
+    root = Path(str(spec.get("path") or "."))
+    root = root if root.is_absolute() else Path(data_yaml).parent / root
+    train = spec.get("train")
+    entries = train if isinstance(train, list) else [train]
+    count = 0
+    for entry in entries:
+        where = root / str(entry) if entry is not None else None
+        if where is not None and where.is_dir():
+            count += sum(1 for path in where.rglob("*") if path.suffix.lower() in _IMAGE_SUFFIXES)
+        elif where is not None and where.suffix == ".txt" and where.is_file():
+            count += sum(1 for line in where.read_text().splitlines() if line.strip())
+        else:
+            return None
+    return count

@@ -17,6 +17,10 @@ skips the probe.
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
+import io
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,10 +28,14 @@ import torch
 from oomguard import events as ev
 from oomguard.config import Config
 from oomguard.devices import Device
+from oomguard.engine.prediction import Prediction
 from oomguard.events import EventLog
-from oomguard.integrations.ultralytics.checks import class_count
+from oomguard.integrations.ultralytics.checks import class_count, train_images
+from oomguard.memory.meter import MemoryMeter
 
 DEFAULT_NBS = 64
+#: Ultralytics validates during training at twice the images of a training step.
+VAL_FACTOR = 2
 
 
 def effective_batch(batch: int, nbs: int) -> int:
@@ -87,36 +95,106 @@ def _predict(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Any:
     return {"pred": (out[0] if isinstance(out, list | tuple) else out).float()}
 
 
+@dataclass(frozen=True)
+class DetectPlan:
+    """Images per step for ultralytics, and the epoch's peak predicted for them (None without a probe)."""
+
+    batch: int
+    prediction: Prediction | None = None
+    #: Share of the room (budget less what is held) the plan left free.
+    margin: float = 0.0
+
+    @property
+    def val_batch(self) -> int:
+        """Images per validation forward: ultralytics validates at twice the training batch."""
+        return VAL_FACTOR * self.batch
+
+
+def _import_what_saving_imports() -> None:
+    """Ultralytics' first ``save_model`` imports polars (to read its results.csv): import it now, so that
+    the probe measures the process as it will be."""
+    if importlib.util.find_spec("polars") is not None:
+        importlib.import_module("polars")
+
+
+def save_cost(ema: torch.nn.Module, meter: MemoryMeter) -> int:
+    """Bytes ultralytics' ``save_model`` adds at its peak, measured by doing what it does: a half copy of
+    the EMA model and of AdamW's moments (from a full copy), pickled into memory."""
+    meter.device.release_cache()
+    meter.mark()
+    start = meter.current()
+    half = copy.deepcopy(ema).half()
+    moments = {i: {"exp_avg": p.detach().clone(), "exp_avg_sq": p.detach().clone()}
+               for i, p in enumerate(ema.parameters())}
+    state = {i: {k: v.half() for k, v in entry.items()} for i, entry in moments.items()}
+    buffer = io.BytesIO()
+    torch.save({"ema": half, "optimizer": {"state": state}}, buffer)
+    cost = meter.peak() - start
+    del half, moments, state, buffer
+    meter.device.release_cache()
+    return max(0, cost)
+
+
+def mosaic_buffer(config: Config, imgsz: int, batch: int) -> int:
+    """Bytes of the decoded images ultralytics keeps for its mosaics: ``min(images, 8 * batch, 1000)``
+    of them, each at most ``imgsz`` square in 8-bit RGB."""
+    images = train_images(config.data)
+    kept = min(8 * batch, 1000) if images is None else min(images, 8 * batch, 1000)
+    return kept * imgsz * imgsz * 3
+
+
 def plan_batch(config: Config, device: Device, events: EventLog, imgsz: int, nbs: int,
-               budget: int | None) -> int:
+               budget: int | None) -> DetectPlan:
     """Images per step for ultralytics: ``microbatch=`` if given (no probe), else what the probe says fits.
 
-    Either way the ``plan`` event says the plan in force (a given one has no measurements).
+    Either way the ``plan`` event says the plan in force (a given one has no measurements); a probed
+    one also predicts the epoch's peak: the model, its EMA copy and AdamW's state held, a step of
+    ``batch`` images, a validation forward of twice that, a checkpoint in flight.
     """
     if isinstance(config.microbatch, int):
         given = min(config.microbatch, config.batch)
-        events.emit(ev.Plan(microbatch=given, eval_microbatch=given, ceiling=config.batch, budget=budget,
-                            fit={}, table=[], eval_fit=None, eval_table=[], optimizer_peak=0,
+        events.emit(ev.Plan(microbatch=given, eval_microbatch=VAL_FACTOR * given, ceiling=config.batch,
+                            budget=budget, fit={}, table=[], eval_fit=None, eval_table=[], optimizer_peak=0,
                             snapshot_bytes=0, start=0, seconds=0.0))
-        return given
+        return DetectPlan(given)
     from oomguard.engine.guard import Guard
+    from oomguard.engine.probe import model_bytes
+    from oomguard.engine.refusal import NoFitError
 
+    _import_what_saving_imports()
     model = _detection_model(config, class_count(config.data)).to(device.torch_device).train()
     # What ultralytics holds besides the step: AdamW's two moments per weight, and the EMA copy.
     ema = copy.deepcopy(model).eval()
     for parameter in ema.parameters():
         parameter.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)
-    guard = Guard(model, optimizer, memory_limit=config.memory_limit, eval_microbatch=config.val_batch,
-                  ceiling=config.batch, device=device, events=events, memory_cap=config.memory_cap)
-    images = torch.rand(config.batch, 3, imgsz, imgsz)
-    guard.plan({"image": images}, _loss, _predict)
+    guard = Guard(model, optimizer, memory_limit=config.memory_limit, ceiling=config.batch, device=device,
+                  events=EventLog(None), memory_cap=config.memory_cap)
+    guard.sizer.eval.ceiling = VAL_FACTOR * config.batch  # ultralytics' own validation batch
+    images = torch.rand(VAL_FACTOR * config.batch, 3, imgsz, imgsz)
+    try:
+        plan = guard.plan({"image": images}, _loss, _predict)
+    except NoFitError as refusal:
+        events.emit(refusal.event)  # the run directory says why, as well as the error
+        raise
     fits = int(guard.microbatch or 1)
-    del guard, optimizer, model, ema
-    device.empty_cache()
     batch = step_batch(fits, config.batch, nbs)
+    meter = guard.meter
+    prediction = plan.prediction.with_parts(
+        activations=plan.curve.extra(batch) if plan.curve is not None else 0,
+        evaluation=plan.eval_curve.extra(VAL_FACTOR * batch) if plan.eval_curve is not None else 0,
+    ).moved(model_bytes(ema), "process", "ema")
+    prediction = prediction.with_parts(snapshot=max(prediction.part("snapshot"), save_cost(ema, meter)))
+    del guard, optimizer, model, ema, images
+    device.empty_cache()
+    # What the process holds with the probe's model gone (the libraries' caches the probe filled stay):
+    # ultralytics' own model, EMA and optimizer come on top of it.
+    left = meter.current() - prediction.part("workers")
+    prediction = prediction.with_parts(process=max(prediction.part("process"), left),
+                                       cache=mosaic_buffer(config, imgsz, batch))
     if batch < fits:
-        events.emit(ev.Shrink(phase="train", from_=fits, to=batch, predicted=None,
+        events.emit(ev.Shrink(phase="train", from_=fits, to=batch, predicted=prediction.peak,
                               reason=f"the largest size that keeps ultralytics' effective batch of "
                                      f"{effective_batch(config.batch, nbs)} (nbs={nbs})"))
-    return batch
+    events.emit(plan.event(batch, VAL_FACTOR * batch, prediction))
+    return DetectPlan(batch, prediction, plan.margin)

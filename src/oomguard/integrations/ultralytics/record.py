@@ -18,13 +18,15 @@ from typing import Any
 
 from oomguard import events as ev
 from oomguard.checkpoint import CheckpointError, CheckpointStore, load_checkpoint, snapshot
+from oomguard.engine.evidence import Observed, peak_check
 from oomguard.events import EventLog
+from oomguard.integrations.ultralytics.plan import DetectPlan
 from oomguard.loop.results import csv_cell, read_rows, write_rows
 from oomguard.rundir import RunDir
 
 COLUMNS = ["epoch", "train_loss", "box_loss", "cls_loss", "dfl_loss", "val_loss", "precision", "recall",
            "map50", "map50_95", "lr", "microbatch", "eval_microbatch", "effective_batch", "peak_memory_mb",
-           "seconds"]
+           "predicted_peak_mb", "seconds"]
 METRICS = {"metrics/precision(B)": "precision", "metrics/recall(B)": "recall", "metrics/mAP50(B)": "map50",
            "metrics/mAP50-95(B)": "map50_95"}
 
@@ -47,19 +49,29 @@ class Recorder:
         self.store = CheckpointStore(run.weights, keep=keep, events=events)
         self.columns = [COLUMNS[0], "stage", *COLUMNS[1:]] if staged else COLUMNS
         self.stage: int | None = None  # 1-based, None without stages
-        self.epoch_offset = self.microbatch = 0
+        self.epoch_offset = 0
+        self.plan = DetectPlan(0)
         self.best = _stored_best(run)
         self.peak = 0
+        #: What the epoch's training and validation measured: held against the plan's prediction.
+        self.observed = Observed()
+        self.phase = "activations"
         self.started = time.monotonic()
         self.effective_batch = 0
 
-    def begin(self, stage: int | None, epoch_offset: int, microbatch: int) -> None:
-        """A stage (the whole run without ``stages:``) starts: its number, epoch offset and microbatch."""
-        self.stage, self.epoch_offset, self.microbatch = stage, epoch_offset, microbatch
+    def begin(self, stage: int | None, epoch_offset: int, plan: DetectPlan) -> None:
+        """A stage (the whole run without ``stages:``) starts: its number, epoch offset and plan."""
+        self.stage, self.epoch_offset, self.plan = stage, epoch_offset, plan
 
     def track(self, used: int) -> None:
         """The epoch's peak memory (the sampler's listener passes each reading's memory used)."""
         self.peak = max(self.peak, used)
+        self.observed.between_steps(used)  # the least memory of the epoch: what it held throughout
+        self.observed.phase(self.phase, used, self.plan.val_batch if self.phase == "evaluation" else
+                            self.plan.batch)
+
+    def on_val_start(self, validator: Any) -> None:
+        self.phase = "evaluation"
 
     def on_train_start(self, trainer: Any) -> None:
         # What ultralytics' optimizer sees per update once warm-up is over: images per step times the
@@ -68,6 +80,7 @@ class Recorder:
 
     def on_train_epoch_start(self, trainer: Any) -> None:
         self.started, self.peak = time.monotonic(), 0
+        self.observed, self.phase = Observed(), "activations"
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
         if trainer.epoch >= trainer.epochs:  # ultralytics' final validation of best.pt calls this again
@@ -87,9 +100,9 @@ class Recorder:
             "val_loss": sum(val_losses) if val_losses else float("nan"),
             **{ours: float(metrics.get(theirs, float("nan"))) for theirs, ours in METRICS.items()},
             "lr": float(next(iter(trainer.lr.values()))) if trainer.lr else float("nan"),
-            "microbatch": self.microbatch, "eval_microbatch": self.microbatch,
-            "effective_batch": self.effective_batch,
-            "peak_memory_mb": round(self.peak / 1e6, 1), "seconds": round(time.monotonic() - self.started, 2),
+            "microbatch": self.plan.batch, "eval_microbatch": self.plan.val_batch,
+            "effective_batch": self.effective_batch, "peak_memory_mb": round(self.peak / 1e6, 1),
+            "predicted_peak_mb": self._check(epoch), "seconds": round(time.monotonic() - self.started, 2),
         }
         kept: list[dict[str, object]] = [
             dict(r) for r in read_rows(self.run.results) if int(r["epoch"]) < epoch
@@ -98,6 +111,15 @@ class Recorder:
         self._save_weights(trainer, epoch, validated)
         fields = {k: v for k, v in row.items() if k not in ("epoch", "stage")}
         self.events.emit(ev.Epoch(epoch=epoch, stage=self.stage, row=fields))
+
+    def _check(self, epoch: int) -> float | None:
+        """The epoch's peak against the plan's prediction (a ``peak_check`` event); the predicted MB."""
+        prediction = self.plan.prediction
+        if prediction is None or not self.peak:
+            return None
+        self.events.emit(peak_check(epoch, prediction, self.peak, self.observed, self.plan.margin,
+                                    (self.plan.batch, self.plan.val_batch)))
+        return round(prediction.peak / 1e6, 1)
 
     def _save_weights(self, trainer: Any, epoch: int, validated: bool) -> None:
         fitness = float(trainer.fitness) if validated and trainer.fitness is not None else -math.inf

@@ -32,6 +32,7 @@ from oomguard.config import Config
 from oomguard.events import EventLog
 from oomguard.integrations.ultralytics.checks import check_detect_config
 from oomguard.integrations.ultralytics.data import DataRecorder
+from oomguard.integrations.ultralytics.heap import HeapTrim
 from oomguard.integrations.ultralytics.plan import DEFAULT_NBS, plan_batch
 from oomguard.integrations.ultralytics.pressure import PressureCallbacks, PressureExit
 from oomguard.integrations.ultralytics.record import Recorder
@@ -79,6 +80,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
     sampler.add_listener(lambda sample: recorder.track(sample.used))
     pressure = PressureCallbacks(config.min_available, device, events, sampler, lambda: recorder.peak, say,
                                  record_unvalidated=lambda trainer: recorder.record(trainer, validated=False))
+    trim = HeapTrim(device, sampler, budget.limit)
     started = time.monotonic()
     epochs = sum(stage.config.epochs for stage in stages)
     stop: StopRequest | None = None
@@ -89,8 +91,8 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
         previous = config.model
         for stage, finished in zip(stages, done, strict=True):
             if finished < stage.config.epochs:
-                _train_stage(stage, finished, previous, device, budget.limit, events, recorder, pressure,
-                             data, say)
+                _train_stage(stage, finished, previous, device, budget.limit, events, recorder,
+                             (pressure, trim), data, say)
                 trained = True
             previous = str(stage.last)  # the next stage starts from this one's weights
     except PressureExit as exit_:
@@ -106,28 +108,37 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
 
 
 def _train_stage(stage: DetectStage, finished: int, previous: str, device: Device, budget: int | None,
-                 events: EventLog, recorder: Recorder, pressure: PressureCallbacks, data: DataRecorder,
-                 say: Callable[[str], None]) -> None:
+                 events: EventLog, recorder: Recorder, watches: tuple[PressureCallbacks, HeapTrim],
+                 data: DataRecorder, say: Callable[[str], None]) -> None:
     """One ultralytics training: ``resume=True`` of the stage's ``last.pt``, or anew from ``previous``."""
     from ultralytics import YOLO
+
+    pressure, trim = watches
 
     config, resuming = stage.config, finished > 0
     announce(stage, events, resuming, finished, say)
     imgsz = config.imgsz or DEFAULT_IMGSZ
     nbs = config.nbs or DEFAULT_NBS
-    batch = plan_batch(config, device, events, imgsz, nbs, budget)  # writes the ``plan`` event
+    plan = plan_batch(config, device, events, imgsz, nbs, budget)  # writes the ``plan`` event
+    batch = plan.batch
     if batch < config.batch:
         say(f"batch={config.batch} does not fit the memory budget: {batch} images per step, "
             f"accumulated to the same update (nbs={nbs})")
-    recorder.begin(stage.index if stage.overrides is not None else None, stage.epoch_offset, batch)
+    recorder.begin(stage.index if stage.overrides is not None else None, stage.epoch_offset, plan)
     pressure.stage(stage.epoch_offset, batch)
     model = YOLO(str(stage.last) if resuming else previous)
     for name, callback in (("on_pretrain_routine_end", data.on_pretrain_routine_end),
                            ("on_train_start", recorder.on_train_start),
                            ("on_train_epoch_start", recorder.on_train_epoch_start),
                            ("on_train_epoch_start", pressure.on_train_epoch_start),
+                           ("on_val_start", recorder.on_val_start),
                            ("on_fit_epoch_end", recorder.on_fit_epoch_end),
                            ("on_train_batch_end", pressure.on_train_batch_end),
+                           ("on_train_epoch_start", trim.phase_start),
+                           ("on_val_start", trim.phase_start),
+                           ("on_val_end", trim.phase_start),  # before ultralytics' save_model
+                           ("on_train_batch_start", trim.before_batch),
+                           ("on_val_batch_start", trim.before_batch),
                            ("on_val_batch_end", pressure.on_val_batch_end)):
         model.add_callback(name, callback)
     if resuming:
