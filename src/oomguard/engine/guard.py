@@ -39,10 +39,13 @@ from oomguard.engine.plan import Plan
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.protection import Protection, Unprotected
+from oomguard.engine.recompute import Blocks
 from oomguard.engine.recovery import MemoryModel
 from oomguard.engine.refusal import NoFitError
 from oomguard.engine.resumable import LoopCheckpoints
 from oomguard.engine.runner import EvalFn, LossFn, Runner
+from oomguard.engine.saver_choice import Trial, fitted, plan_with_savers, refused, with_tried
+from oomguard.engine.savers import Savers
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
 from oomguard.engine.update import UpdateRecovery
@@ -116,7 +119,8 @@ class Guard:
         clip_grad_norm: float | None = None, grow_after: int = 50, headroom: float = 0.9,
         memory_cap: int | None = None, budget_share: int = 1, checkpoint_every: str | float | None = "5m",
         scheduler: Any = None, keep: int = 2, min_available: str | int = "auto",
-        console: Callable[[str], None] = to_stderr,
+        console: Callable[[str], None] = to_stderr, savers: str | list[str] = "auto",
+        amp: bool | str = False, blocks: Blocks | None = None,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ConfigError(f"headroom={headroom!r}: expected a fraction in (0, 1], e.g. 0.9")
@@ -144,6 +148,9 @@ class Guard:
         check = budget.limit if self.device.unified else None  # the OS kills before a hard limit is reached
         self.runner = Runner(model, optimizer, self.device, self.meter, check, scaler, amp_dtype,
                              clip_grad_norm)
+        #: Activation checkpointing, mixed precision, optimizer state in host memory: on where they make the
+        #: step fit (see :mod:`oomguard.engine.savers`); ``amp`` True, False or "auto" (only where needed).
+        self.savers = Savers(self.runner, self.device, self.events, savers, amp, blocks)
         train_size = min(train_size, ceiling) if ceiling and train_size else train_size
         top = train_size or ceiling or None
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
@@ -173,6 +180,7 @@ class Guard:
             self.protection = self.checkpoints
         #: The optimizer step of every ``step``: copied first when at risk, redone on an out-of-memory.
         self.updates = UpdateRecovery(self.runner.update, self.device, self.meter)
+        self.savers.start()
 
     @property
     def budget(self) -> Budget:
@@ -229,7 +237,8 @@ class Guard:
                 self.sync.reset()
             if failure is not None:
                 self._note(failure[0])
-                self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
+                self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure,
+                                  last_resort=lambda refusal: self._fit_with_savers(batch, loss_fn, refusal))
         # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
         # step) does not depend on them, and is measured on its own for the next update's risk.
         accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
@@ -378,31 +387,82 @@ class Guard:
         plan = self._plan(batch, loss_fn, eval_fn)
         return ProbeResult(plan=plan, device=str(self.device.torch_device), budget=self.budget.describe())
 
-    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None) -> Plan:
+    def _probe(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None) -> Plan:
         train, evaluation = self.sizer.train, self.sizer.eval
         total = batch_size(batch)
         local = self.sync.no_sync() if self.sync is not None else contextlib.nullcontext()
+        with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
+            return probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
+                         eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
+                         headroom=self.sizer.headroom,
+                         reserve=self.sizer.reserve if self.device.unified else 0)
+
+    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None) -> Plan:
+        """Probe with the savers in force; with others where microbatch 1 does not fit, or where a larger
+        microbatch may run faster (an accelerator): the fastest measured combination that fits."""
+        in_force = self.savers.in_force
         try:
-            with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
-                plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
-                             eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
-                             headroom=self.sizer.headroom,
-                             reserve=self.sizer.reserve if self.device.unified else 0)
+            plan = self._probe(batch, loss_fn, eval_fn)
         except NoFitError as refusal:
-            self.events.emit(refusal.event)  # the run directory says why, as well as the error
+            if refusal.event.phase != "train" or loss_fn is None:
+                self.events.emit(refusal.event)  # the run directory says why, as well as the error
+                raise
+            chosen = self._with_savers(batch, loss_fn, eval_fn, [refused(in_force, refusal)], refusal)
+            assert chosen is not None  # or it raised
+            plan = chosen
+        else:
+            room = plan.microbatch < plan.ceiling and self.device.larger_batches_faster
+            if loss_fn is not None and room:
+                plan = self._with_savers(batch, loss_fn, eval_fn, [fitted(in_force, plan)]) or plan
+        self._adopt_plan(plan, loss_fn is not None, eval_fn is not None)
+        return plan
+
+    def _with_savers(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None, trials: list[Trial],
+                     refusal: NoFitError | None = None) -> Plan | None:
+        """:func:`~oomguard.engine.saver_choice.plan_with_savers`; a refusal left is emitted and raised."""
+        ceiling = self.sizer.train.ceiling or batch_size(batch)
+        try:
+            plan = plan_with_savers(self.savers, lambda: self._probe(batch, loss_fn, eval_fn), trials,
+                                    ceiling, refusal)
+        except NoFitError as still:
+            self.events.emit(still.event)
             raise
+        if plan is None and refusal is not None:
+            self.events.emit(refusal.event)
+            raise refusal
+        return plan
+
+    def _fit_with_savers(self, batch: Any, loss_fn: LossFn, refusal: NoFitError) -> bool:
+        """Microbatch 1 of a step ran out of memory: plan again with savers not tried yet (True), or
+        refuse naming them; False where there are none to try."""
+        trials = [Trial(self.savers.in_force, False, refusal.event.needed)]
+        if not self.savers.candidates(needed=True):
+            earlier = [Trial(combo, False, peak) for combo, peak in self.savers.tried.items()
+                       if combo != self.savers.in_force]
+            if not earlier:
+                return False  # nothing was tried: the sizer's own refusal
+            still = with_tried(refusal, trials + earlier)
+            self.events.emit(still.event)
+            raise still
+        plan = self._with_savers(batch, loss_fn, None, trials, refusal)
+        assert plan is not None
+        self._adopt_plan(plan, True, False)
+        return True
+
+    def _adopt_plan(self, plan: Plan, train_planned: bool, eval_planned: bool) -> None:
+        train, evaluation = self.sizer.train, self.sizer.eval
         self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
         self.sizer.base = plan.start
-        if loss_fn is not None:
+        if train_planned:
             _adopt(train, plan.microbatch, plan.ceiling, plan.train_model())
             if train.auto:
                 self.sizer.calibrate(train)
-        if eval_fn is not None:
+        if eval_planned:
             _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
+        plan.savers = list(self.savers.in_force)
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
         self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None))
-        return plan
 
     def shrink(self, reason: str) -> int:
         """Halve the training microbatch now, for a reason from outside the step (``shrink`` event)."""
@@ -413,11 +473,12 @@ class Guard:
         self.sizer.make_room(n)
 
     def state_dict(self) -> dict[str, int | float]:
-        """The plan as numbers, for checkpoints: a resumed run skips the probe."""
-        return self.sizer.state_dict()
+        """The plan as numbers, for checkpoints: a resumed run skips the probe (the savers in force too)."""
+        return {**self.sizer.state_dict(), **self.savers.state_dict()}
 
     def load_state_dict(self, state: dict[str, int | float]) -> None:
         self.sizer.load_state_dict(state)
+        self.savers.load_state_dict(state)
 
     def close(self) -> None:
         """Finish the checkpoint in flight, free the run directory and stop the sampler this Guard started."""

@@ -34,6 +34,8 @@ class Row:
     extra: int
     #: False when the size failed (allocator OOM or over the budget): ``peak`` is then only a lower bound.
     ok: bool = True
+    #: Seconds its two microbatches took (the memory savers' choice compares samples per second).
+    seconds: float = 0.0
 
 
 def fit_line(points: list[tuple[int, int]]) -> tuple[float, float]:
@@ -92,6 +94,9 @@ class Plan:
     #: Bytes the process holds between steps as the plan expects them (``fit.a`` less the step's fixed part).
     start: int = 0
     seconds: float = 0.0
+    #: The memory savers in force with this plan, and each combination the probe measured.
+    savers: list[str] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, microbatch: int | None = None, eval_microbatch: int | None = None) -> ev.Plan:
         """The ``plan`` event; ``microbatch``/``eval_microbatch``: the sizes in force, when they differ."""
@@ -109,6 +114,8 @@ class Plan:
             snapshot_bytes=self.snapshot_bytes,
             start=self.start,
             seconds=round(self.seconds, 3),
+            savers=list(self.savers),
+            trials=list(self.trials) or None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -58,7 +58,11 @@ def describe(event: ev.Event) -> str:
     """``oom``: ``train, microbatch 32, peak 3.2 GB``; ``kill``: ``memory kill, signal 9``; ..."""
     if isinstance(event, ev.Plan):
         text = f"microbatch {event.microbatch}, eval {event.eval_microbatch}"
-        return text + (f", budget {size(event.budget)}" if event.budget else "")
+        text += f", budget {size(event.budget)}" if event.budget else ""
+        return text + (f", savers {', '.join(event.savers)}" if event.savers else "")
+    if isinstance(event, ev.Saver):
+        peak = f" (microbatch 1 peaked at {size(event.peak)})" if isinstance(event.peak, int | float) else ""
+        return f"{event.name} {'on' if event.on else 'off'}: {event.reason}{peak}"
     if isinstance(event, ev.Oom):
         peak = f", peak {size(event.peak)}" if event.peak else ""
         return f"{event.phase or 'train'}, microbatch {event.microbatch}{peak}"
