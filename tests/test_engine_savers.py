@@ -60,7 +60,8 @@ def _stack() -> tuple[nn.Module, Any, Callable[..., torch.Tensor]]:
 
 def _images(model: nn.Module, size: int = 32, classes: int = 3) -> tuple[nn.Module, Any, Callable[..., Any]]:
     generator = torch.Generator().manual_seed(1)
-    batch = (torch.randn(4, 3, size, size, generator=generator), torch.randint(0, classes, (4,), generator=generator))
+    images = torch.randn(4, 3, size, size, generator=generator)
+    batch = (images, torch.randint(0, classes, (4,), generator=generator))
 
     def loss(net: nn.Module, b: Any) -> torch.Tensor:
         out = net(b[0])
@@ -170,7 +171,7 @@ def test_checkpointing_keeps_fewer_tensors_for_the_backward() -> None:
 
 
 def test_switching_off_restores_each_blocks_own_forward() -> None:
-    model, batch, loss_fn = _stack()
+    model, _, _ = _stack()
     block = model.blocks[1]  # type: ignore[index]
     theirs = block.forward
     wrapper = lambda x: theirs(x)  # noqa: E731  (someone else's wrapper: kept under ours, put back)
