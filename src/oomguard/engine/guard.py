@@ -460,6 +460,10 @@ class Guard:
         if eval_planned:
             _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
         plan.savers = list(self.savers.in_force)
+        # What the first step is expected to peak at: near a host budget it starts on a trimmed heap too
+        # (the probe's copies leave freed pages that would otherwise count in its peak).
+        fitting = [row.peak for row in plan.table if row.ok and row.size <= max(1, plan.microbatch)]
+        self.last_step_peak = max(fitting, default=self.last_step_peak)
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
         self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None))

@@ -78,6 +78,35 @@ def _timm_model(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def _common_parts(paths: list[list[str]]) -> list[str]:
+    common: list[str] = []
+    for parts in zip(*paths, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return common
+
+
+def timm_blocks(model: nn.Module) -> list[nn.Module]:
+    """The blocks of a timm model as timm itself groups them (``group_matcher``, finest groups): each
+    group's common module, the stem and the head left out. Empty where timm cannot tell."""
+    matcher = getattr(model, "group_matcher", None)
+    try:
+        from timm.models import group_modules
+
+        groups = group_modules(model, matcher(coarse=False)) if callable(matcher) else {}
+    except Exception:  # an older timm, a model without groups: the blocks stay unknown
+        return []
+    modules = dict(model.named_modules())
+    blocks = []
+    for names in groups.values():
+        parts = _common_parts([name.split(".") for name in names])
+        prefix = ".".join(parts)
+        if len(parts) > 1 and prefix in modules:  # ``blocks.3.1``, not the stem's ``conv_stem|bn1``
+            blocks.append(modules[prefix])
+    return blocks
+
+
 _warmed = False
 
 
@@ -144,7 +173,8 @@ def _norms(modules: list[nn.Module]) -> list[nn.modules.batchnorm._NormBase]:
 class Recompute:
     """Activation checkpointing of one model; off until :meth:`enable`. See the module docstring.
 
-    ``before_recompute``: called as each block's recompute begins (not for timm's own checkpointing).
+    ``before_recompute``: called as each block's recompute begins (timm's: as the gradient of each of
+    its blocks arrives, see :func:`timm_blocks`).
     On host memory the Guard passes the C heap's trim: glibc otherwise keeps the recomputed
     activations' freed chunks, and a step's peak varied 50-185 MB from step to step where it holds
     ~45 MB with the trim (a 48-block float64 MLP; about 20% more time).
@@ -155,6 +185,7 @@ class Recompute:
         self.model = model
         self.on = False
         self.before_recompute = before_recompute
+        self._hooks: list[Any] = []
         self._timm: nn.Module | None = None
         self._blocks: list[nn.Module] = []
         #: Where the blocks came from, in words (for events): "named", "timm", "built-in", "largest stack".
@@ -193,6 +224,9 @@ class Recompute:
         _warm_up()
         if self._timm is not None:
             self._timm_switch(self._timm, True)
+            if self.before_recompute is not None:
+                self._hooks = [block.register_forward_hook(self._before_backward)
+                               for block in timm_blocks(self._timm)]
         for block in self._blocks:
             if not isinstance(block.__dict__.get("forward"), _Checkpointed):
                 own = "forward" in block.__dict__
@@ -205,6 +239,9 @@ class Recompute:
             return
         if self._timm is not None:
             self._timm_switch(self._timm, False)
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
         for block in self._blocks:
             wrapped = block.__dict__.get("forward")
             if isinstance(wrapped, _Checkpointed):
@@ -213,6 +250,13 @@ class Recompute:
                 else:
                     del block.forward  # the class's forward again
         self.on = False
+
+    def _before_backward(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        """timm's checkpointing takes no recompute context: ``before_recompute`` runs as the gradient of a
+        block's output arrives instead, just before that block is recomputed."""
+        call = self.before_recompute
+        if call is not None and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(lambda grad: call())
 
     @contextlib.contextmanager
     def keeping_statistics(self) -> Iterator[None]:
