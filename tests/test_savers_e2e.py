@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 MB = 1000**2
-ROOM = 160 * MB  # besides what the process holds before the Guard: torch's import for checkpointing included
+ROOM = 160 * MB  # of budget above what the process holds before the Guard
 DT = torch.float64
 
 
@@ -141,40 +141,27 @@ def test_microbatch_one_over_the_budget_trains_within_it_with_checkpointing_and_
 
 # -- oomguard train with a timm model ------------------------------------------------------------------
 
-#: ``python -m oomguard`` with torch._dynamo imported first. torch's first non-reentrant checkpoint imports
-#: it (~80 MB resident, for good: measured in engine/recompute.py), more than checkpointing saves on an
-#: EfficientNet-B0 at a size that trains in seconds; a process using torch.compile has it already.
-OOMGUARD = ("import torch._dynamo, runpy, sys; sys.argv[0] = 'oomguard'; "
-            "runpy.run_module('oomguard', run_name='__main__', alter_sys=True)")
 TIMM_ARGS = ["task=classify", "model=timm:efficientnet_b0", "imgsz=384", "batch=2", "val_batch=1",
              "workers=0", "optimizer=sgd", "momentum=0", "amp=false"]
-
-
-def _oomguard(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    import os
-
-    env = {**os.environ, "OOMGUARD_CACHE": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-c", OOMGUARD, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed")
 def test_oomguard_train_with_a_timm_model_under_its_microbatch_one_peak_finishes_with_checkpointing(
         tmp_path: Path) -> None:
-    from cli_helpers import make_folder_dataset
+    from cli_helpers import make_folder_dataset, oomguard
     from oomguard.report import load_run, write_report
 
     data = make_folder_dataset(tmp_path / "colours", per_class=2)
     # What one sample of this model takes without savers, in this very setting.
-    probed = _oomguard(tmp_path, "probe", f"data={data}", *TIMM_ARGS, "batch=1", "savers=off", "--json")
+    probed = oomguard("probe", f"data={data}", *TIMM_ARGS, "batch=1", "savers=off", "--json", cwd=tmp_path)
     assert probed.returncode == 0, probed.stderr[-3000:]
     plain = json.loads(probed.stdout.strip().splitlines()[-1])
     start, peak = plain["start"], plain["table"][0]["peak"]
     budget = int(start + 0.75 * (peak - start)) // MB * MB  # checkpointing needs about half of the sample's
 
-    done = _oomguard(tmp_path, "train", "--no-supervise", f"data={data}", *TIMM_ARGS, "epochs=1",
-                     "dev_samples=2", f"memory_limit={budget // MB}MB")
+    done = oomguard("train", "--no-supervise", f"data={data}", *TIMM_ARGS, "epochs=1", "dev_samples=2",
+                    f"memory_limit={budget // MB}MB", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "runs" / "exp"
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]

@@ -36,7 +36,7 @@ from oomguard.devices import Device, device_of, get_device
 from oomguard.devices.base import OverBudget, is_oom
 from oomguard.engine.ddp import PeerOutOfMemory, StepSync
 from oomguard.engine.plan import Plan
-from oomguard.engine.probe import grad_bytes, probe
+from oomguard.engine.probe import HOST_HEAP_GROWTH, grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.protection import Protection, Unprotected
 from oomguard.engine.recompute import Blocks
@@ -413,7 +413,8 @@ class Guard:
         else:
             room = plan.microbatch < plan.ceiling and self.device.larger_batches_faster
             if loss_fn is not None and room:
-                plan = self._with_savers(batch, loss_fn, eval_fn, [fitted(in_force, plan)]) or plan
+                growth = HOST_HEAP_GROWTH if self.device.unified else 1.0
+                plan = self._with_savers(batch, loss_fn, eval_fn, [fitted(in_force, plan, growth)]) or plan
         self._adopt_plan(plan, loss_fn is not None, eval_fn is not None)
         return plan
 
@@ -421,9 +422,10 @@ class Guard:
                      refusal: NoFitError | None = None) -> Plan | None:
         """:func:`~oomguard.engine.saver_choice.plan_with_savers`; a refusal left is emitted and raised."""
         ceiling = self.sizer.train.ceiling or batch_size(batch)
+        growth = HOST_HEAP_GROWTH if self.device.unified else 1.0
         try:
             plan = plan_with_savers(self.savers, lambda: self._probe(batch, loss_fn, eval_fn), trials,
-                                    ceiling, refusal)
+                                    ceiling, refusal, growth)
         except NoFitError as still:
             self.events.emit(still.event)
             raise
@@ -435,10 +437,12 @@ class Guard:
     def _fit_with_savers(self, batch: Any, loss_fn: LossFn, refusal: NoFitError) -> bool:
         """Microbatch 1 of a step ran out of memory: plan again with savers not tried yet (True), or
         refuse naming them; False where there are none to try."""
-        trials = [Trial(self.savers.in_force, False, refusal.event.needed)]
+        in_force = self.savers.in_force
+        trials = [Trial(in_force, False, refusal.event.needed)]
+        self.savers.failed.add(in_force)  # it fitted the probe, not this step
         if not self.savers.candidates(needed=True):
-            earlier = [Trial(combo, False, peak) for combo, peak in self.savers.tried.items()
-                       if combo != self.savers.in_force]
+            earlier = [Trial(combo, False, peak) for combo, peak in self.savers.measured.items()
+                       if combo != in_force]
             if not earlier:
                 return False  # nothing was tried: the sizer's own refusal
             still = with_tried(refusal, trials + earlier)

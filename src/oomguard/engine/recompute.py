@@ -112,8 +112,9 @@ _warmed = False
 
 def _warm_up() -> None:
     """Use ``torch.utils.checkpoint`` once on a tiny tensor: its first call imports ``torch._dynamo`` (with
-    sympy: ~80 MB of resident memory in torch 2.13, for good), which must be in place before the probe
-    measures anything with checkpointing on."""
+    sympy: ~80 MB of resident memory in torch 2.13, for good; creating a torch optimizer imports it too,
+    so a training process has usually paid already), which must be in place before the probe measures
+    anything with checkpointing on."""
     global _warmed
     if _warmed:
         return

@@ -32,6 +32,9 @@ class Trial:
     #: Samples per second at the largest probed size up to ``microbatch`` (None: not timed).
     rate: float | None = None
     plan: Plan | None = field(default=None, compare=False, repr=False)
+    #: Microbatch 1 fits with room to spare: under the plan's target, after the growth a host heap shows
+    #: over the microbatches of a real step (:data:`~oomguard.engine.probe.HOST_HEAP_GROWTH`).
+    comfortable: bool = True
 
     def record(self) -> dict[str, Any]:
         """What the ``plan`` event's ``trials`` keep of it."""
@@ -48,9 +51,12 @@ def rate(plan: Plan) -> float | None:
     return 2 * row.size / row.seconds  # the probe runs two microbatches of each size
 
 
-def fitted(savers: Combo, plan: Plan) -> Trial:
+def fitted(savers: Combo, plan: Plan, growth: float = 1.0) -> Trial:
+    """A trial whose probe planned: ``growth`` is what a real step's heap adds to the probe's peak."""
     first = plan.table[0].peak if plan.table else None
-    return Trial(savers, plan.microbatch >= 1, first, plan.microbatch, rate(plan), plan)
+    comfortable = first is None or plan.target is None or (
+        plan.start + growth * (first - plan.start) <= plan.target)
+    return Trial(savers, plan.microbatch >= 1, first, plan.microbatch, rate(plan), plan, comfortable)
 
 
 def refused(savers: Combo, refusal: NoFitError) -> Trial:
@@ -58,7 +64,7 @@ def refused(savers: Combo, refusal: NoFitError) -> Trial:
 
 
 def measure(candidates: list[Combo], probe_with: Callable[[Combo], Plan], ceiling: int,
-            trials: list[Trial]) -> list[Trial]:
+            trials: list[Trial], growth: float = 1.0) -> list[Trial]:
     """Probe each candidate in turn (``probe_with`` switches it on first), appending to ``trials``.
 
     A combination is skipped where fewer of its savers already fit the whole batch: more savers would
@@ -72,16 +78,17 @@ def measure(candidates: list[Combo], probe_with: Callable[[Combo], Plan], ceilin
         except NoFitError as refusal:
             trials.append(refused(combo, refusal))
         else:
-            trials.append(fitted(combo, plan))
+            trials.append(fitted(combo, plan, growth))
     return trials
 
 
 def fastest(trials: list[Trial]) -> Trial | None:
-    """The fitting trial with the highest measured rate; fewer savers on a tie (or without timings)."""
+    """The fitting trial with the highest measured rate, among those with room to spare if any; fewer
+    savers on a tie (or without timings)."""
     fitting = [t for t in trials if t.fits]
     if not fitting:
         return None
-    return max(fitting, key=lambda t: (t.rate or 0.0, -len(t.savers)))
+    return max(fitting, key=lambda t: (t.comfortable, t.rate or 0.0, -len(t.savers)))
 
 
 def why(best: Trial, plain: Trial) -> str:
@@ -111,7 +118,7 @@ def with_tried(refusal: NoFitError, trials: list[Trial]) -> NoFitError:
 
 
 def plan_with_savers(savers: Savers, probe: Callable[[], Plan], trials: list[Trial], ceiling: int,
-                     refusal: NoFitError | None = None) -> Plan | None:
+                     refusal: NoFitError | None = None, growth: float = 1.0) -> Plan | None:
     """Measure the candidate combinations and switch the fastest that fits on (``saver`` events).
 
     ``trials`` holds the savers in force measured already (first); ``refusal`` is why they do not fit
@@ -129,10 +136,11 @@ def plan_with_savers(savers: Savers, probe: Callable[[], Plan], trials: list[Tri
         return probe()
 
     try:
-        measure(candidates, probe_with, ceiling, trials)
+        measure(candidates, probe_with, ceiling, trials, growth)
     finally:
         savers.apply(base)
-    savers.tried.update((t.savers, t.peak) for t in trials)
+    savers.measured.update((t.savers, t.peak) for t in trials)
+    savers.failed.update(t.savers for t in trials if not t.fits)
     best = fastest(trials)
     if best is None or best.plan is None:
         assert refusal is not None, "the savers in force fitted"

@@ -81,8 +81,10 @@ class Savers:
             self._precision(True)
         self._plain = (runner.amp_dtype, runner.scaler)
         self.in_force: Combo = (AMP,) if self.fixed_amp else ()
-        #: Microbatch 1's peak with each combination measured (None: not measured), in the order tried.
-        self.tried: dict[Combo, int | None] = {}
+        #: Microbatch 1's peak with each combination measured (None: not measured), in the order measured.
+        self.measured: dict[Combo, int | None] = {}
+        #: The combinations that did not fit: in a probe, or in a real step at microbatch 1.
+        self.failed: set[Combo] = set()
 
     # -- what may be used ---------------------------------------------------------------------------
 
@@ -117,19 +119,20 @@ class Savers:
         return ordered([name for name in SAVER_NAMES if self.why_not(name) is None])
 
     def candidates(self, needed: bool) -> list[Combo]:
-        """Combinations the plan may measure next, fewest savers (exact ones) first, none tried before.
+        """Combinations the plan may measure next: fewest savers (exact ones) first, never the one in force
+        nor one that did not fit before.
 
         ``needed``: microbatch 1 does not fit with the savers in force, which lets ``amp="auto"`` in.
         """
         if self.setting != "auto":
             return []
-        pool = [name for name in self.usable() if name not in self.in_force
-                and (needed or name != AMP or self.amp is True)]
+        forced = self.forced()
+        pool = [name for name in self.usable() if name not in forced and (needed or name != AMP)]
         found: list[Combo] = []
-        for count in range(1, len(pool) + 1):
+        for count in range(len(pool) + 1):
             for extra in combinations(pool, count):
-                combo = ordered([*self.in_force, *extra])
-                if combo not in self.tried and combo not in found:
+                combo = ordered([*forced, *extra])
+                if combo != self.in_force and combo not in self.failed and combo not in found:
                     found.append(combo)
         return sorted(found, key=lambda c: (len(c), sum(name not in EXACT_SAVERS for name in c)))
 
