@@ -199,3 +199,15 @@ def test_bad_saver_config_is_one_line(overrides: list[str], message: str) -> Non
     with pytest.raises(ConfigError) as err:
         load_config(None, overrides)
     assert str(err.value) == message
+
+
+def test_a_resumed_guard_keeps_the_checkpoints_savers_and_skips_the_probe() -> None:
+    per_sample = {(): 60 * MB, (CKPT,): 20 * MB}
+    guard, _, loss_fn = make(per_sample)
+    guard.step(data(8), loss_fn)
+    resumed, device, resumed_loss = make(per_sample)
+    resumed.load_state_dict(guard.state_dict())
+    assert resumed.savers.in_force == (CKPT,) and resumed.microbatch == 2
+    resumed.step(data(8), resumed_loss)
+    assert device.tried == [2, 2, 2, 2]  # no probe: straight to the checkpoint's plan
+    assert [(e["event"], e.get("name")) for e in resumed.events.history] == [("saver", CKPT)]

@@ -197,3 +197,8 @@ def test_child_report_reads_the_savers_usable_and_in_force(tmp_path: Path) -> No
     assert state.savers_usable == ("activation_checkpointing", "amp")
     listed = child_report([], {"savers": ["activation_checkpointing"]}, {}).state
     assert (listed.savers, listed.savers_usable) == (("activation_checkpointing",), None)
+    # A resume switches its checkpoint's savers on before its start event, which says so.
+    log.emit(ev.Start(pid=2, attempt=2, resume=True, device="cpu", budget=10**9, config={"savers": "auto"},
+                      savers_usable=["activation_checkpointing", "amp"], savers=["activation_checkpointing"]))
+    resumed = child_report(ev.load_events(log.path), {}, {}).state
+    assert resumed.savers == ("activation_checkpointing",)

@@ -98,8 +98,10 @@ class Start(Event):
     supervisor: int | None = None
     #: Optimizer steps in one epoch (``oomguard status`` estimates the time left from it).
     steps_per_epoch: int | None = None
-    #: The memory savers this attempt may switch on (the restart ladder's ``savers`` rung forces them).
+    #: The memory savers this attempt may switch on (the restart ladder's ``savers`` rung forces them), and
+    #: those in force as it starts (a resume's, from its checkpoint).
     savers_usable: list[str] | None = None
+    savers: list[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

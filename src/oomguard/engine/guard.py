@@ -36,7 +36,7 @@ from oomguard.devices import Device, device_of, get_device
 from oomguard.devices.base import OverBudget, is_oom
 from oomguard.engine.ddp import PeerOutOfMemory, StepSync
 from oomguard.engine.plan import Plan
-from oomguard.engine.probe import HOST_HEAP_GROWTH, grad_bytes, probe
+from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.protection import Protection, Unprotected
 from oomguard.engine.recompute import Blocks
@@ -44,7 +44,7 @@ from oomguard.engine.recovery import MemoryModel
 from oomguard.engine.refusal import NoFitError
 from oomguard.engine.resumable import LoopCheckpoints
 from oomguard.engine.runner import EvalFn, LossFn, Runner
-from oomguard.engine.saver_choice import Trial, fitted, plan_with_savers, refused, with_tried
+from oomguard.engine.saver_choice import SaverSearch, Trial, fitted, refused
 from oomguard.engine.savers import Savers
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
@@ -151,6 +151,8 @@ class Guard:
         #: Activation checkpointing, mixed precision, optimizer state in host memory: on where they make the
         #: step fit (see :mod:`oomguard.engine.savers`); ``amp`` True, False or "auto" (only where needed).
         self.savers = Savers(self.runner, self.device, self.events, savers, amp, blocks)
+        self.saver_search = SaverSearch(self.savers, self.events, self.device.unified,
+                                        grouped=isinstance(model, DistributedDataParallel))
         train_size = min(train_size, ceiling) if ceiling and train_size else train_size
         top = train_size or ceiling or None
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
@@ -413,43 +415,23 @@ class Guard:
         else:
             room = plan.microbatch < plan.ceiling and self.device.larger_batches_faster
             if loss_fn is not None and room:
-                growth = HOST_HEAP_GROWTH if self.device.unified else 1.0
-                plan = self._with_savers(batch, loss_fn, eval_fn, [fitted(in_force, plan, growth)]) or plan
+                trials = [fitted(in_force, plan, self.saver_search.growth)]
+                plan = self._with_savers(batch, loss_fn, eval_fn, trials) or plan
         self._adopt_plan(plan, loss_fn is not None, eval_fn is not None)
         return plan
 
     def _with_savers(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None, trials: list[Trial],
                      refusal: NoFitError | None = None) -> Plan | None:
-        """:func:`~oomguard.engine.saver_choice.plan_with_savers`; a refusal left is emitted and raised."""
         ceiling = self.sizer.train.ceiling or batch_size(batch)
-        growth = HOST_HEAP_GROWTH if self.device.unified else 1.0
-        try:
-            plan = plan_with_savers(self.savers, lambda: self._probe(batch, loss_fn, eval_fn), trials,
-                                    ceiling, refusal, growth)
-        except NoFitError as still:
-            self.events.emit(still.event)
-            raise
-        if plan is None and refusal is not None:
-            self.events.emit(refusal.event)
-            raise refusal
-        return plan
+        return self.saver_search.plan(lambda: self._probe(batch, loss_fn, eval_fn), trials, ceiling, refusal)
 
     def _fit_with_savers(self, batch: Any, loss_fn: LossFn, refusal: NoFitError) -> bool:
-        """Microbatch 1 of a step ran out of memory: plan again with savers not tried yet (True), or
-        refuse naming them; False where there are none to try."""
-        in_force = self.savers.in_force
-        trials = [Trial(in_force, False, refusal.event.needed)]
-        self.savers.failed.add(in_force)  # it fitted the probe, not this step
-        if not self.savers.candidates(needed=True):
-            earlier = [Trial(combo, False, peak) for combo, peak in self.savers.measured.items()
-                       if combo != in_force]
-            if not earlier:
-                return False  # nothing was tried: the sizer's own refusal
-            still = with_tried(refusal, trials + earlier)
-            self.events.emit(still.event)
-            raise still
-        plan = self._with_savers(batch, loss_fn, None, trials, refusal)
-        assert plan is not None
+        """Microbatch 1 of a step ran out of memory: plan again with other savers and redo (True), or
+        refuse naming those tried; False where none were (the sizer's own refusal)."""
+        ceiling = self.sizer.train.ceiling or batch_size(batch)
+        plan = self.saver_search.after_step(lambda: self._probe(batch, loss_fn, None), ceiling, refusal)
+        if plan is None:
+            return False
         self._adopt_plan(plan, True, False)
         return True
 

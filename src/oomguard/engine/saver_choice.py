@@ -16,8 +16,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oomguard.engine.plan import Plan
+from oomguard.engine.probe import HOST_HEAP_GROWTH
 from oomguard.engine.refusal import NoFitError
 from oomguard.engine.savers import Combo, Savers, combo_words
+from oomguard.events import EventLog
 from oomguard.units import format_bytes
 
 
@@ -150,3 +152,49 @@ def plan_with_savers(savers: Savers, probe: Callable[[], Plan], trials: list[Tri
                       microbatch=best.microbatch)
     best.plan.trials = [t.record() for t in trials]
     return best.plan
+
+
+class SaverSearch:
+    """The Guard's use of the above: at a plan, and after a step that ran out at microbatch 1.
+
+    ``unified``: memory shared with the host, whose heap grows over a real step's microbatches. A
+    data-parallel group (``grouped``) searches nothing: its ranks would have to agree on every saver (a
+    ``savers`` list does, from the shared config).
+    """
+
+    def __init__(self, savers: Savers, events: EventLog, unified: bool, grouped: bool = False) -> None:
+        self.savers, self.events, self.grouped = savers, events, grouped
+        self.growth = HOST_HEAP_GROWTH if unified else 1.0
+
+    def plan(self, probe: Callable[[], Plan], trials: list[Trial], ceiling: int,
+             refusal: NoFitError | None = None) -> Plan | None:
+        """:func:`plan_with_savers`; a refusal left is written to the events and raised."""
+        plan = None
+        if not self.grouped:
+            try:
+                plan = plan_with_savers(self.savers, probe, trials, ceiling, refusal, self.growth)
+            except NoFitError as still:
+                self.events.emit(still.event)
+                raise
+        if plan is None and refusal is not None:
+            self.events.emit(refusal.event)
+            raise refusal
+        return plan
+
+    def after_step(self, probe: Callable[[], Plan], ceiling: int, refusal: NoFitError) -> Plan | None:
+        """The savers in force fitted the probe, not this step: the plan with others; None where none was
+        ever measured; a refusal naming those measured where none is left."""
+        if self.grouped:
+            return None
+        in_force = self.savers.in_force
+        trials = [Trial(in_force, False, refusal.event.needed)]
+        self.savers.failed.add(in_force)
+        if not self.savers.candidates(needed=True):
+            earlier = [Trial(combo, False, peak) for combo, peak in self.savers.measured.items()
+                       if combo != in_force]
+            if not earlier:
+                return None
+            still = with_tried(refusal, trials + earlier)
+            self.events.emit(still.event)
+            raise still
+        return self.plan(probe, trials, ceiling, refusal)

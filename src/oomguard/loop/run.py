@@ -58,7 +58,8 @@ def run_training(config: Config, run: RunDir, resume: bool, group: Group | None 
                            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
                            ranks=group.world if group is not None else None, pids=pids,
                            steps_per_epoch=state.steps_per_epoch,
-                           savers=list(state.guard.savers.possible()))
+                           savers=list(state.guard.savers.possible()),
+                           savers_on=list(state.guard.savers.in_force))
             note = state.device.mixed_precision().note if config.amp is True else None
             if note is not None:
                 printer.print(note)  # once per run, not once per stage

@@ -64,7 +64,7 @@ def child_report(events: Iterable[ev.Event], fallback_config: Mapping[str, Any],
                 eval_microbatch = _int(event.to) or eval_microbatch
             else:
                 microbatch = _int(event.to) or microbatch
-    listed = config.get("savers")
+    listed = start.savers if start is not None and isinstance(start.savers, list) else config.get("savers")
     savers = tuple(ev.savers_in_force(since, listed if isinstance(listed, list) else ()))
     usable = start.savers_usable if start is not None else None
     device = (start.device if start is not None else None) or config.get("device") or "auto"
