@@ -94,6 +94,8 @@ def test_the_peak_is_the_timelines_memory_used_where_it_has_that_column() -> Non
     summary = MemorySummary(rows=100, start=T0, end=T0 + 3600, peak_tree_rss=int(4 * GB),
                             peak_device_reserved=int(7 * GB), peak_used=int(11.5 * GB))
     assert "peak 11.5 GB of a 12 GB budget" in verdict(events, summary)
+
+
 def peak_check(at: float, epoch: int, predicted: float, measured: float, **details: Any) -> dict[str, Any]:
     return ev(at, "peak_check", epoch=epoch, predicted=int(predicted), measured=int(measured), microbatch=16,
               eval_microbatch=32, margin=0.05, parts={"process": int(predicted)}, measured_parts={},
@@ -115,3 +117,19 @@ def test_a_peak_that_parted_from_its_prediction_is_named_with_the_part_that_grew
     )
     within = [*two_kills()[:2], peak_check(600, 1, 10 * GB, 10.9 * GB), ev(3600, "finish", epochs=1)]
     assert "parted" not in verdict(within, memory(10.9 * GB))
+
+
+def test_the_memory_savers_in_force_at_the_end_are_named() -> None:
+    events = [
+        ev(0, "start", attempt=1, device="cpu", budget=2 * GB),
+        ev(1, "saver", name="activation_checkpointing", on=True, reason="microbatch 1 did not fit"),
+        ev(2, "plan", microbatch=2, eval_microbatch=4, budget=2 * GB, savers=["activation_checkpointing"]),
+        ev(60, "saver", name="amp", on=True, reason="a step at microbatch 1 did not fit"),
+        ev(3600, "finish", epochs=10),
+    ]
+    assert verdict(events, memory(1.5 * GB)) == (
+        "finished in 1h00m; memory savers: activation_checkpointing, amp; peak 1.5 GB of a 2 GB budget; "
+        "no leak")
+    plain = [ev(0, "start", attempt=1, device="cpu", budget=2 * GB), ev(5, "plan", microbatch=8, savers=[]),
+             ev(3600, "finish", epochs=10)]
+    assert "memory savers" not in verdict(plain, memory(1.5 * GB))

@@ -159,3 +159,46 @@ def test_loader_memory_reads_the_last_samples_of_the_attempt_summed_over_ranks(t
     old = "time,process_rss,children_rss,system_available,device_allocated,device_reserved,used,step,rank\n"
     path.write_text(old + "1.0,1,0,1,0,0,1,1,0\n")
     assert loader_memory(path, None, None) is None  # written before the children_private column
+
+
+# -- memory savers (issue 17): after the microbatch rungs, before any imgsz change --------------------
+
+
+def test_savers_then_amp_come_after_release_and_before_imgsz() -> None:
+    state = PlanState(microbatch=1, val_every=1, workers=0, imgsz=640, device="cuda:0", release_every=1,
+                      savers=(), savers_usable=("activation_checkpointing", "amp", "optimizer_offload"))
+    assert _walk(state, allow_degrade=True) == [
+        ("eval", {"val_every": 2}),
+        ("savers", {"savers": ["activation_checkpointing", "optimizer_offload"]}),
+        ("amp", {"savers": ["activation_checkpointing", "amp", "optimizer_offload"]}),
+        ("imgsz", {"imgsz": 480}),
+        ("device", {"device": "cpu"}),
+    ]
+
+
+def test_savers_rungs_keep_what_is_on_and_skip_what_cannot_help() -> None:
+    on_cpu = PlanState(microbatch=1, device="cpu", release_every=1, savers=("activation_checkpointing",),
+                       savers_usable=("activation_checkpointing",))  # amp=false: not usable
+    assert _walk(on_cpu, allow_degrade=False) == [("eval", {"val_every": 2})]
+    unknown = PlanState(microbatch=1, device="cpu", release_every=1)  # the attempt did not say
+    assert [name for name, _ in _walk(unknown, allow_degrade=False)] == ["eval"]
+
+
+def test_child_report_reads_the_savers_usable_and_in_force(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "events.jsonl")
+    log.emit(ev.Start(pid=1, attempt=1, resume=False, device="cpu", budget=10**9,
+                      config={"savers": "auto"}, savers_usable=["activation_checkpointing", "amp"]))
+    log.emit(ev.Saver(name="activation_checkpointing", on=True, reason="microbatch 1 did not fit"))
+    log.emit(plan(microbatch=2, eval_microbatch=4))  # an older plan event: no savers field
+    log.emit(ev.Saver(name="amp", on=True, reason="a step at microbatch 1 did not fit"))
+    assert log.path is not None
+    state = child_report(ev.load_events(log.path), {}, {}).state
+    assert state.savers == ("activation_checkpointing", "amp")
+    assert state.savers_usable == ("activation_checkpointing", "amp")
+    listed = child_report([], {"savers": ["activation_checkpointing"]}, {}).state
+    assert (listed.savers, listed.savers_usable) == (("activation_checkpointing",), None)
+    # A resume switches its checkpoint's savers on before its start event, which says so.
+    log.emit(ev.Start(pid=2, attempt=2, resume=True, device="cpu", budget=10**9, config={"savers": "auto"},
+                      savers_usable=["activation_checkpointing", "amp"], savers=["activation_checkpointing"]))
+    resumed = child_report(ev.load_events(log.path), {}, {}).state
+    assert resumed.savers == ("activation_checkpointing",)

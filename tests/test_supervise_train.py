@@ -40,7 +40,7 @@ if action != "early-kill":
     config = {**spec["config"], **overrides}
     log = EventLog(run_dir / "events.jsonl")
     log.emit(ev.Start(pid=os.getpid(), attempt=attempt, resume=attempt > 1, device=spec["device"],
-                      budget=spec.get("budget", 10**9), config=config))
+                      budget=spec.get("budget", 10**9), config=config, savers_usable=spec.get("savers")))
     planned = [config[key] if isinstance(config[key], int) else auto for key, auto in
                (("microbatch", 32), ("val_batch", 64))]
     log.emit(ev.Plan(microbatch=planned[0], eval_microbatch=planned[1], ceiling=planned[0], budget=10**9,
@@ -59,10 +59,12 @@ if action == "grow-with-workers":  # two forked loader workers, each holding spe
         ready = context.Event()
         context.Process(target=work, args=(ready,), daemon=True).start()
         assert ready.wait(30)
+    began = time.time()
     sampler = MemorySampler(csv_path=run_dir / "memory.csv").start()  # the timeline the supervisor reads
     deadline = time.monotonic() + 30
-    def measured():
-        return sampler.latest is not None and sampler.latest.children_private >= spec["hold"]
+    def measured():  # a row of this attempt in the file, not the sampler's latest (its first is not written)
+        rows = [row.split(",") for row in (run_dir / "memory.csv").read_text().splitlines()[1:]]
+        return any(float(r[0]) >= began and int(r[-1]) >= spec["hold"] for r in rows if len(r) == 11)
     while time.monotonic() < deadline and not measured():
         time.sleep(0.02)  # until a written sample has measured the workers
     action = "grow"
@@ -153,6 +155,18 @@ def test_stops_when_no_safer_plan_is_left(tmp_path: Path) -> None:
     assert _argvs(tmp_path)[1] == ["--no-supervise", "--resume", "val_every=2"]
     [stop] = _events(tmp_path, "stop")
     assert stop["reason"].endswith("and no safer plan is left")
+
+
+def test_memory_savers_come_on_after_the_microbatch_rungs_and_amp_after_them(tmp_path: Path) -> None:
+    lean = {**CONFIG, "microbatch": 1, "val_batch": 1, "workers": 0, "imgsz": None, "release_every": 1}
+    usable = ["activation_checkpointing", "amp"]
+    assert _supervise(tmp_path, ["grow", "grow", "grow", "ok"], step=None, config=lean, savers=usable) == 0
+    assert [r["rung"] for r in _events(tmp_path, "restart")] == ["eval", "savers", "amp"]
+    assert [argv[2:] for argv in _argvs(tmp_path)[1:]] == [
+        ["val_every=2"],
+        ["val_every=2", "savers=[activation_checkpointing]"],
+        ["val_every=2", "savers=[activation_checkpointing,amp]"],
+    ]
 
 
 def test_a_usage_error_is_not_retried(tmp_path: Path) -> None:

@@ -17,6 +17,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from oomguard.errors import ConfigError
 from oomguard.units import parse_duration, parse_memory_limit, parse_size
 
+#: The memory savers the plan may switch on (``savers``), and those that leave the numbers as they are.
+SAVER_NAMES = ("activation_checkpointing", "amp", "optimizer_offload")
+EXACT_SAVERS = ("activation_checkpointing", "optimizer_offload")
+
+
+def parse_savers(value: Any) -> str | list[str]:
+    """``auto``, ``off``, or a list of saver names (a list, or names separated by commas); ValueError else."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+        return value.strip().lower()
+    if value is False or value is None:
+        return "off"
+    if isinstance(value, str):
+        value = [part.strip() for part in value.strip().strip("[]").split(",") if part.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
+        raise ValueError("not auto, off or a list of names")
+    unknown = [name for name in value if name not in SAVER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown saver {unknown[0]!r}")
+    return [name for name in SAVER_NAMES if name in value]  # one order: the events and the ladder compare
+
 
 def _key(default: Any, meaning: str, expected: str, **bounds: Any) -> Any:
     """A config key: its default, one line of meaning (``--help``) and what a value must be (errors)."""
@@ -92,8 +112,14 @@ class Config(BaseModel):
         "cosine", "learning-rate schedule after warm-up", "one of cosine, step, constant")
     warmup_epochs: float = _key(1.0, "epochs of linear learning-rate warm-up",
                                 "a non-negative number of epochs", ge=0)
-    amp: bool = _key(False, "mixed precision (float16 with a GradScaler on CUDA, bfloat16 elsewhere)",
-                     "true or false")
+    amp: Literal["auto"] | bool = _key(
+        "auto", "mixed precision (float16 with a GradScaler on CUDA, bfloat16 elsewhere): true, false, or "
+        "auto (only where microbatch 1 does not fit without a memory saver)", "true, false or auto")
+    savers: Literal["auto", "off"] | list[str] = _key(
+        "auto", "memory savers: auto (the plan switches them on where they make microbatch 1 fit, or a "
+        "larger microbatch faster), off, or a list on from the start: activation_checkpointing, amp, "
+        "optimizer_offload (CUDA)",
+        "auto, off, or a list of activation_checkpointing, amp, optimizer_offload")
     memory_limit: Literal["auto", "off"] | float | int = _key(
         "auto", "the memory budget: auto, off, a size (6GB) or a fraction of the device (0.8)",
         "auto, off, a size like 2GB or 1500MB, or a fraction like 0.8")
@@ -152,6 +178,12 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _amp_allowed(self) -> Config:
+        if self.amp is False and isinstance(self.savers, list) and "amp" in self.savers:
+            raise ValueError("savers lists amp while amp=false; remove amp from savers, or set amp=auto")
+        return self
+
+    @model_validator(mode="after")
     def _ranks_fit_the_device(self) -> Config:
         if self.nproc > 1 and self.device == "mps":
             raise ValueError(f"nproc={self.nproc} with device=mps: a Mac has one GPU, which one process "
@@ -177,6 +209,11 @@ class Config(BaseModel):
         if number < 1:
             raise ValueError("must be positive")
         return number
+
+    @field_validator("savers", mode="before")
+    @classmethod
+    def _savers(cls, value: Any) -> str | list[str]:
+        return parse_savers(value)
 
     @field_validator("device")
     @classmethod

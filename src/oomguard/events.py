@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -98,6 +98,10 @@ class Start(Event):
     supervisor: int | None = None
     #: Optimizer steps in one epoch (``oomguard status`` estimates the time left from it).
     steps_per_epoch: int | None = None
+    #: The memory savers this attempt may switch on (the restart ladder's ``savers`` rung forces them), and
+    #: those in force as it starts (a resume's, from its checkpoint).
+    savers_usable: list[str] | None = None
+    savers: list[str] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,7 +208,11 @@ class Plan(Event):
     #: The peak the whole epoch is predicted to reach with this plan (bytes), and its parts.
     predicted_peak: int | None = None
     components: dict[str, int] | None = None
+    #: The memory savers in force with this plan (activation_checkpointing, amp, optimizer_offload).
     savers: list[str] | None = None
+    #: Each combination of savers the probe measured: ``savers``, ``fits``, microbatch 1's ``peak``, the
+    #: ``microbatch`` it would take and the samples per second (``rate``) measured there.
+    trials: list[dict[str, Any]] | None = None
     #: Share of the room between what is held and the budget that the plan left free (its caution).
     margin: float | None = None
 
@@ -288,17 +296,25 @@ class NoFit(Event):
     other_count: int | None = None
     sample: int | None = None
     counted_as: str | None = None
+    #: The memory savers tried before refusing: each combination's ``savers`` and microbatch 1's ``peak``.
+    savers_tried: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Saver(Event):
-    """A memory saver went on or off: ``activation_checkpointing``, ``amp`` or ``optimizer_offload``."""
+    """A memory saver went on or off: ``activation_checkpointing``, ``amp`` or ``optimizer_offload``.
+
+    ``peak``: microbatch 1's peak measured with the savers now in force, ``before`` without this change
+    (None: not measured); ``microbatch``: the training microbatch the plan takes with them.
+    """
 
     kind: ClassVar[str] = "saver"
     name: str
     on: bool
     reason: str
     peak: int | None = None
+    before: int | None = None
+    microbatch: int | None = None
 
 
 # -- checkpoints --------------------------------------------------------------------------------------
@@ -515,6 +531,21 @@ def parse_event(record: Mapping[str, Any]) -> Event:
         elif item.default is MISSING and item.default_factory is MISSING:
             values[item.name] = None  # a required field an older or torn line lacks
     return cls(time=stamp, rank=rank, **values)
+
+
+def savers_in_force(events: Iterable[Event], listed: Iterable[str] = ()) -> list[str]:
+    """The memory savers in force after ``events`` (those ``listed`` in the config first, then each plan's
+    and each ``saver`` switch), sorted by name."""
+    names = {str(name) for name in listed}
+    for event in events:
+        if isinstance(event, Plan) and isinstance(event.savers, list):
+            names = {str(name) for name in event.savers}
+        elif isinstance(event, Saver) and isinstance(event.name, str):
+            if event.on:
+                names.add(event.name)
+            else:
+                names.discard(event.name)
+    return sorted(names)
 
 
 def of_kind(events: Iterator[Event] | list[Event], cls: type[E]) -> list[E]:

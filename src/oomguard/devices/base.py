@@ -72,6 +72,11 @@ class Device(ABC):
     has_hard_limit: bool = False
     #: torch.distributed's backend for collectives on this device's tensors.
     collective_backend: str = "gloo"
+    #: Its memory is not the host's: optimizer state kept in host memory gives room back (a discrete GPU).
+    host_offload: bool = False
+    #: A larger microbatch runs faster per sample (an accelerator), so memory savers that let one fit may
+    #: pay for their own cost; on the CPU they are only worth it where nothing fits without them.
+    larger_batches_faster: bool = True
 
     def __init__(self, torch_device: torch.device) -> None:
         self.torch_device = torch_device

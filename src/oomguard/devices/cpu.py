@@ -15,6 +15,7 @@ class CPUDevice(Device):
     kind = "cpu"
     unified = True
     has_hard_limit = False
+    larger_batches_faster = False
 
     def __init__(self) -> None:
         super().__init__(torch.device("cpu"))

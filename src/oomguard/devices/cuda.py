@@ -21,6 +21,7 @@ class CUDADevice(Device):
     unified = False
     has_hard_limit = True
     collective_backend = "nccl"
+    host_offload = True
 
     def __init__(self, index: int = 0) -> None:
         super().__init__(torch.device("cuda", index))

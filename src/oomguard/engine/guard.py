@@ -40,10 +40,13 @@ from oomguard.engine.prediction import Prediction
 from oomguard.engine.probe import grad_bytes, probe
 from oomguard.engine.probe_result import ProbeResult
 from oomguard.engine.protection import Protection, Unprotected
+from oomguard.engine.recompute import Blocks
 from oomguard.engine.recovery import MemoryModel
 from oomguard.engine.refusal import NoFitError
 from oomguard.engine.resumable import LoopCheckpoints
 from oomguard.engine.runner import EvalFn, LossFn, Runner
+from oomguard.engine.saver_choice import SaverSearch, Trial, fitted, refused
+from oomguard.engine.savers import Savers
 from oomguard.engine.sizing import Phase, Sizer
 from oomguard.engine.split import batch_size, chunk_spans, concat
 from oomguard.engine.update import UpdateRecovery
@@ -117,7 +120,8 @@ class Guard:
         clip_grad_norm: float | None = None, grow_after: int = 50, headroom: float = 0.9,
         memory_cap: int | None = None, budget_share: int = 1, checkpoint_every: str | float | None = "5m",
         scheduler: Any = None, keep: int = 2, min_available: str | int = "auto",
-        console: Callable[[str], None] = to_stderr,
+        console: Callable[[str], None] = to_stderr, savers: str | list[str] = "auto",
+        amp: bool | str = False, blocks: Blocks | None = None,
     ) -> None:
         if not 0 < headroom <= 1:
             raise ConfigError(f"headroom={headroom!r}: expected a fraction in (0, 1], e.g. 0.9")
@@ -145,6 +149,11 @@ class Guard:
         check = budget.limit if self.device.unified else None  # the OS kills before a hard limit is reached
         self.runner = Runner(model, optimizer, self.device, self.meter, check, scaler, amp_dtype,
                              clip_grad_norm)
+        #: Activation checkpointing, mixed precision, optimizer state in host memory: on where they make the
+        #: step fit (see :mod:`oomguard.engine.savers`); ``amp`` True, False or "auto" (only where needed).
+        self.savers = Savers(self.runner, self.device, self.events, savers, amp, blocks)
+        self.saver_search = SaverSearch(self.savers, self.events,
+                                        grouped=isinstance(model, DistributedDataParallel))
         train_size = min(train_size, ceiling) if ceiling and train_size else train_size
         top = train_size or ceiling or None
         train = Phase("train", train_size, top, MemoryModel(fixed=grad_bytes(model)), auto=not train_size)
@@ -152,6 +161,8 @@ class Guard:
         self.sizer = Sizer(train, evaluation, budget, self.device, self.meter, self.events, headroom,
                            grow_after, lambda: held_bytes(self.runner.state_tensors()))
         self.last_plan: Plan | None = None
+        #: Sets of loader workers the last plan counted (a saver's probe after a step counts the same).
+        self._worker_sets = 1.0
         self.sync: StepSync | None = None
         if isinstance(model, DistributedDataParallel):
             from oomguard.distributed.group import Group
@@ -174,6 +185,7 @@ class Guard:
             self.protection = self.checkpoints
         #: The optimizer step of every ``step``: copied first when at risk, redone on an out-of-memory.
         self.updates = UpdateRecovery(self.runner.update, self.device, self.meter)
+        self.savers.start()
 
     @property
     def budget(self) -> Budget:
@@ -231,7 +243,8 @@ class Guard:
                 self.sync.reset()
             if failure is not None:
                 self._note(failure[0])
-                self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure)
+                self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure,
+                                  last_resort=lambda refusal: self._fit_with_savers(batch, loss_fn, refusal))
         # The microbatches' peak decides sizes; the optimizer step's own (its state, made on the first
         # step) does not depend on them, and is measured on its own for the next update's risk.
         accumulated = self.runner.last_peak if self.runner.limit is not None else self.meter.peak()
@@ -398,34 +411,77 @@ class Guard:
         plan = self._plan(batch, loss_fn, eval_fn)
         return ProbeResult(plan=plan, device=str(self.device.torch_device), budget=self.budget.describe())
 
-    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None, worker_sets: float = 1.0
-              ) -> Plan:
+    def _probe(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None, worker_sets: float = 1.0
+               ) -> Plan:
         train, evaluation = self.sizer.train, self.sizer.eval
         total = batch_size(batch)
         local = self.sync.no_sync() if self.sync is not None else contextlib.nullcontext()
+        with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
+            return probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
+                         eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
+                         headroom=self.sizer.headroom,
+                         reserve=self.sizer.reserve if self.device.unified else 0,
+                         worker_sets=worker_sets)
+
+    def _plan(self, batch: Any, loss_fn: LossFn | None, eval_fn: EvalFn | None, worker_sets: float = 1.0
+              ) -> Plan:
+        """Probe with the savers in force; with others where microbatch 1 does not fit, or where a larger
+        microbatch may run faster (an accelerator): the fastest measured combination that fits."""
+        in_force = self.savers.in_force
+        self._worker_sets = worker_sets  # the savers' probes count the same workers
         try:
-            with local:  # each rank probes on its own: no gradient all-reduce, whatever sizes it tries
-                plan = probe(self.runner, batch, total, loss_fn, eval_fn, ceiling=train.ceiling or total,
-                             eval_ceiling=evaluation.ceiling or total, budget=self.budget.limit,
-                             headroom=self.sizer.headroom,
-                             reserve=self.sizer.reserve if self.device.unified else 0,
-                             worker_sets=worker_sets)
+            plan = self._probe(batch, loss_fn, eval_fn, worker_sets)
         except NoFitError as refusal:
-            self.events.emit(refusal.event)  # the run directory says why, as well as the error
-            raise
+            if refusal.event.phase != "train" or loss_fn is None:
+                self.events.emit(refusal.event)  # the run directory says why, as well as the error
+                raise
+            chosen = self._with_savers(batch, loss_fn, eval_fn, [refused(in_force, refusal)], refusal)
+            assert chosen is not None  # or it raised
+            plan = chosen
+        else:
+            room = plan.microbatch < plan.ceiling and self.device.larger_batches_faster
+            if loss_fn is not None and room:
+                trials = [fitted(in_force, plan)]
+                plan = self._with_savers(batch, loss_fn, eval_fn, trials) or plan
+        self._adopt_plan(plan, loss_fn is not None, eval_fn is not None)
+        return plan
+
+    def _with_savers(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None, trials: list[Trial],
+                     refusal: NoFitError | None = None) -> Plan | None:
+        ceiling = self.sizer.train.ceiling or batch_size(batch)
+        return self.saver_search.plan(lambda: self._probe(batch, loss_fn, eval_fn, self._worker_sets), trials,
+                                      ceiling, refusal)
+
+    def _fit_with_savers(self, batch: Any, loss_fn: LossFn, refusal: NoFitError) -> bool:
+        """Microbatch 1 of a step ran out of memory: plan again with other savers and redo (True), or
+        refuse naming those tried; False where none were (the sizer's own refusal)."""
+        ceiling = self.sizer.train.ceiling or batch_size(batch)
+        plan = self.saver_search.after_step(lambda: self._probe(batch, loss_fn, None, self._worker_sets),
+                                            ceiling, refusal)
+        if plan is None:
+            return False
+        self._adopt_plan(plan, True, False)
+        return True
+
+    def _adopt_plan(self, plan: Plan, train_planned: bool, eval_planned: bool) -> None:
+        train, evaluation = self.sizer.train, self.sizer.eval
         self.sizer.reserve = max(self.sizer.reserve, plan.snapshot_bytes)
         self.sizer.base = plan.start
         self.sizer.adopt(plan)
-        if loss_fn is not None:
+        if train_planned:
             _adopt(train, plan.microbatch, plan.ceiling, plan.train_model())
             if train.auto:
                 self.sizer.calibrate(train)
-        if eval_fn is not None:
+        if eval_planned:
             _adopt(evaluation, plan.eval_microbatch or 1, plan.eval_ceiling, plan.eval_model())
+        plan.savers = list(self.savers.in_force)
+        # What the first step is expected to peak at: near a host budget it starts on a trimmed heap too
+        # (the probe's copies leave freed pages that would otherwise count in its peak).
+        fitting = [row.peak for row in plan.table if row.ok and row.size <= max(1, plan.microbatch)]
+        self.last_step_peak = max(fitting, default=self.last_step_peak)
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
         self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None, self.sizer.predict()))
-        return plan
 
     def shrink(self, reason: str) -> int:
         """Halve the training microbatch now, for a reason from outside the step (``shrink`` event)."""
@@ -436,11 +492,12 @@ class Guard:
         self.sizer.make_room(n)
 
     def state_dict(self) -> dict[str, int | float]:
-        """The plan as numbers, for checkpoints: a resumed run skips the probe."""
-        return self.sizer.state_dict()
+        """The plan as numbers, for checkpoints: a resumed run skips the probe (the savers in force too)."""
+        return {**self.sizer.state_dict(), **self.savers.state_dict()}
 
     def load_state_dict(self, state: dict[str, int | float]) -> None:
         self.sizer.load_state_dict(state)
+        self.savers.load_state_dict(state)
 
     def close(self) -> None:
         """Finish the checkpoint in flight, free the run directory and stop the sampler this Guard started."""

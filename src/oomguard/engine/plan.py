@@ -38,6 +38,8 @@ class Row:
     ok: bool = True
     #: A whole step's chunks of this size (the plan's confirmation), rather than two microbatches.
     whole: bool = False
+    #: Seconds its two microbatches took (the memory savers' choice compares samples per second).
+    seconds: float = 0.0
 
 
 def fit_line(points: list[tuple[int, int]]) -> tuple[float, float]:
@@ -152,6 +154,9 @@ class Plan:
     #: Each phase's extra memory against its size, as probed (None: not probed).
     curve: Curve | None = None
     eval_curve: Curve | None = None
+    #: The memory savers in force with this plan, and each combination the probe measured.
+    savers: list[str] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, microbatch: int | None = None, eval_microbatch: int | None = None,
               prediction: Prediction | None = None) -> ev.Plan:
@@ -175,6 +180,8 @@ class Plan:
             predicted_peak=prediction.peak,
             components=prediction.components(),
             margin=round(self.margin, 4),
+            savers=list(self.savers),
+            trials=list(self.trials) or None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -111,6 +111,7 @@ class _Sweep:
             if start + intercept + slope * size > limit:
                 return False
         ok = True
+        began = time.perf_counter()
         try:
             # Two microbatches: the second meets the first one's gradients and, on CPU, the heap the
             # first left behind (glibc keeps freed chunks): one alone would promise too much.
@@ -120,9 +121,10 @@ class _Sweep:
             if not is_oom(exc):
                 raise
             ok = False
+        seconds = time.perf_counter() - began
         peak = meter.peak()
         self.rows.append(Row(size=size, peak=peak, extra=peak - start + self.offset, ok=ok,
-                             whole=spans is not None))
+                             whole=spans is not None, seconds=seconds))
         if not ok:
             self.runner.drop_gradients()
             device.empty_cache()  # with a collection: the failure's traceback may have left cycles

@@ -31,6 +31,8 @@ class ProbeResult:
             parts.append(f"microbatch {plan.microbatch} of {plan.ceiling}")
         if plan.eval_microbatch is not None:
             parts.append(f"eval microbatch {plan.eval_microbatch}")
+        if plan.savers:
+            parts.append(f"memory savers {', '.join(plan.savers)}")
         parts.append(f"fit {format_bytes(plan.fit.a)} + {format_bytes(plan.fit.b)}/sample")
         parts.append(f"predicted epoch peak {format_bytes(plan.prediction.peak)}")
         if plan.budget is not None:

@@ -56,6 +56,13 @@ class Runner:
         self.eval_model = model.module if isinstance(model, DistributedDataParallel) else model
         #: The peak measured at the last check (bytes), for growth and the loop's records.
         self.last_peak: int | None = None
+        #: Around each backward (activation checkpointing puts BatchNorm's statistics back after it).
+        self.around_backward: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+
+    def set_precision(self, dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None) -> None:
+        """Mixed precision from the next microbatch on (``dtype`` None: full precision)."""
+        self.amp_dtype = dtype
+        self.scaler = self.update.scaler = scaler
 
     def state_tensors(self) -> Iterator[torch.Tensor]:
         """The model's weights, buffers and gradients and the optimizer's state: not data a user holds."""
@@ -117,7 +124,8 @@ class Runner:
             weighted = weighted * scale
         if self.scaler is not None:
             weighted = self.scaler.scale(weighted)
-        weighted.backward()
+        with self.around_backward():
+            weighted.backward()
         value = loss.detach()
         if value.dtype in _HALF:
             value = value.float()

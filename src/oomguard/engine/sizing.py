@@ -140,14 +140,21 @@ class Sizer:
                                          predicted=after))
                 phase.size = fits
 
-    def failed(self, phase: Phase, size: int, peak: int | None, error: str) -> None:
-        """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1."""
+    def failed(self, phase: Phase, size: int, peak: int | None, error: str,
+               last_resort: Callable[[NoFitError], bool] | None = None) -> None:
+        """A microbatch of ``size`` ran out of memory: shrink (the caller redoes), or raise at size 1.
+
+        At size 1, ``last_resort`` hears the refusal first: True when it made the step fit otherwise (the
+        Guard's memory savers; the caller redoes), False to refuse; it may raise a refusal of its own.
+        """
         self.device.empty_cache()
         self._lower_limit()
         self.events.emit(ev.Oom(phase=phase.name, microbatch=phase.size, peak=peak, budget=self.budget.limit,
                                 error=error))
         if size <= 1:
             refusal = self._no_fit(phase, peak)
+            if last_resort is not None and last_resort(refusal):
+                return
             self.events.emit(refusal.event)
             raise refusal
         self._shrink(phase, size, *failure_bound(peak, self.budget.limit, error), error)

@@ -47,12 +47,15 @@ class Outcome:
 
 def announce_start(events: EventLog, config: Config, *, resume: bool, device: str, budget: int | None,
                    epoch: int | None = None, step: int | None = None, ranks: int | None = None,
-                   pids: list[int] | None = None, steps_per_epoch: int | None = None) -> None:
-    """The ``start`` event of this process's attempt at the run."""
+                   pids: list[int] | None = None, steps_per_epoch: int | None = None,
+                   savers: list[str] | None = None, savers_on: list[str] | None = None) -> None:
+    """The ``start`` event of this process's attempt at the run; ``savers``: the memory savers it may use,
+    ``savers_on``: those in force now."""
     events.emit(ev.Start(pid=os.getpid(), attempt=environment.attempt(), resume=resume, device=device,
                          budget=budget, config=config.model_dump(mode="json"), epoch=epoch, step=step,
                          ranks=ranks, pids=pids, supervisor=environment.supervisor_pid(),
-                         steps_per_epoch=steps_per_epoch))
+                         steps_per_epoch=steps_per_epoch, savers_usable=savers,
+                         savers=savers_on))
 
 
 def announce_end(events: EventLog, outcome: Outcome, config: Config, say: Callable[[str], None],

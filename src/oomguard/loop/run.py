@@ -57,8 +57,10 @@ def run_training(config: Config, run: RunDir, resume: bool, group: Group | None 
             announce_start(events, config, resume=resumed is not None, device=str(state.device.torch_device),
                            budget=state.guard.budget.limit, epoch=state.epoch, step=state.step,
                            ranks=group.world if group is not None else None, pids=pids,
-                           steps_per_epoch=state.steps_per_epoch)
-            note = state.device.mixed_precision().note if config.amp else None
+                           steps_per_epoch=state.steps_per_epoch,
+                           savers=list(state.guard.savers.possible()),
+                           savers_on=list(state.guard.savers.in_force))
+            note = state.device.mixed_precision().note if config.amp is True else None
             if note is not None:
                 printer.print(note)  # once per run, not once per stage
         if main and state.task.data is not None:

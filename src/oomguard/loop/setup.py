@@ -49,8 +49,9 @@ def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimi
 
 def amp_settings(config: Config, device: Device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     """Mixed precision as the device does it (float16 with a GradScaler on CUDA, bfloat16 elsewhere,
-    float16 or nothing on MPS before macOS 14); nothing when off."""
-    if not config.amp:
+    float16 or nothing on MPS before macOS 14) with ``amp=true``; nothing else (``amp=auto`` leaves it to
+    the Guard's memory savers)."""
+    if config.amp is not True:
         return None, None
     precision = device.mixed_precision()
     scaler = torch.amp.GradScaler(device.torch_device.type) if precision.scaler else None
@@ -107,6 +108,7 @@ def build_state(config: Config, run: RunDir, events: EventLog, timeline: bool = 
         eval_microbatch=config.val_batch, ceiling=config.batch, device=device, scaler=scaler,
         amp_dtype=amp_dtype, events=events, sampler=memory, memory_cap=config.memory_cap,
         budget_share=group.local_world if group is not None else 1, min_available=config.min_available,
+        savers=config.savers, amp=config.amp,
     )
     sampler = ResumableSampler(len(task.train_set), seed=config.seed)
     # An image unreadable when its batch loads: an event (every rank's), a warning (rank 0's).

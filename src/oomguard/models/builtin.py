@@ -31,15 +31,25 @@ class Head(nn.Module):
 
 
 class Net(nn.Module):
-    """A backbone producing [B, num_features] followed by the shared Head."""
+    """A backbone producing [B, num_features] followed by the shared Head.
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, num_targets: int) -> None:
+    ``blocks``: the backbone's repeated blocks, each recomputed as a whole under activation
+    checkpointing (:meth:`checkpoint_blocks`); none for a backbone from elsewhere (timm has its own).
+    """
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, num_targets: int,
+                 blocks: list[nn.Module] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = Head(num_features, num_classes, num_targets)
+        self._blocks = list(blocks or [])  # a plain list: the modules stay registered under ``backbone`` only
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone(x))
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The blocks activation checkpointing recomputes: a forward keeps only each one's input."""
+        return list(self._blocks)
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -111,6 +121,17 @@ BUILTIN: dict[str, Callable[[int | None], tuple[nn.Module, int]]] = {
 }
 
 
+def _blocks(backbone: nn.Module) -> list[nn.Module]:
+    """The stem and each conv_bn of ``tiny``; the stem and each residual block of a ResNet."""
+    blocks: list[nn.Module] = []
+    for child in backbone.children():
+        if isinstance(child, nn.Sequential) and any(isinstance(c, BasicBlock) for c in child):
+            blocks.extend(child.children())
+        elif any(True for _ in child.parameters()):
+            blocks.append(child)
+    return blocks
+
+
 def build_builtin(name: str, num_classes: int, num_targets: int, imgsz: int | None) -> Net:
     backbone, num_features = BUILTIN[name](imgsz)
-    return Net(backbone, num_features, num_classes, num_targets)
+    return Net(backbone, num_features, num_classes, num_targets, _blocks(backbone))

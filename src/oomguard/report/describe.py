@@ -59,11 +59,15 @@ def describe(event: ev.Event) -> str:
     if isinstance(event, ev.Plan):
         text = f"microbatch {event.microbatch}, eval {event.eval_microbatch}"
         text += f", budget {size(event.budget)}" if event.budget else ""
-        return text + (f", predicted peak {size(event.predicted_peak)}" if event.predicted_peak else "")
+        text += f", predicted peak {size(event.predicted_peak)}" if event.predicted_peak else ""
+        return text + (f", savers {', '.join(event.savers)}" if event.savers else "")
     if isinstance(event, ev.PeakCheck):
         margin = f", margin {event.margin:.0%}" if isinstance(event.margin, int | float) else ""
         peaks = f"predicted {size(event.predicted)}, measured {size(event.measured)}"
         return f"epoch {event.epoch}: {peaks}{margin}"
+    if isinstance(event, ev.Saver):
+        peak = f" (microbatch 1 peaked at {size(event.peak)})" if isinstance(event.peak, int | float) else ""
+        return f"{event.name} {'on' if event.on else 'off'}: {event.reason}{peak}"
     if isinstance(event, ev.Oom):
         peak = f", peak {size(event.peak)}" if event.peak else ""
         return f"{event.phase or 'train'}, microbatch {event.microbatch}{peak}"

@@ -110,6 +110,9 @@ def _plan_rows(run: RunData) -> list[list[str]]:
             train, evalmb = (event.to, "") if phase != "eval" else ("", event.to)
         elif isinstance(event, ev.Fallback | ev.Stage):
             train, evalmb = "", ""
+        elif isinstance(event, ev.Saver):
+            phase = "train"
+            train, evalmb = event.microbatch if event.microbatch is not None else "", ""
         else:
             continue
         budget_text = size(budget) if isinstance(budget, int | float) else ""
@@ -140,6 +143,8 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         facts.append(("attempts", str(len(starts))))
     budget = budget_of(run.events)
     facts.append(("budget", size(budget) if budget else "none recorded"))
+    savers = ev.savers_in_force(run.events)
+    facts.append(("memory savers", ", ".join(savers) if savers else "none"))
     if run.results:
         facts.append(("epochs recorded", str(len(run.results))))
     if run.timeline is not None:

@@ -170,6 +170,9 @@ def verdict(given: Sequence[ev.Event | Mapping[str, Any]], memory: MemorySummary
     if counts["oom"]:
         n = counts["oom"]
         parts.append(f"{n} out-of-memory error{'s' if n != 1 else ''} caught{_microbatch_trend(events)}")
+    savers = ev.savers_in_force(events)
+    if savers:
+        parts.append(f"memory savers: {', '.join(savers)}")
     for event in ev.of_kind(events, ev.Fallback):
         parts.append(f"fell back to {event.to}" if event.to else "fell back to a safer device")
     if counts["pressure"]:

@@ -64,6 +64,9 @@ def child_report(events: Iterable[ev.Event], fallback_config: Mapping[str, Any],
                 eval_microbatch = _int(event.to) or eval_microbatch
             else:
                 microbatch = _int(event.to) or microbatch
+    listed = start.savers if start is not None and isinstance(start.savers, list) else config.get("savers")
+    savers = tuple(ev.savers_in_force(since, listed if isinstance(listed, list) else ()))
+    usable = start.savers_usable if start is not None else None
     device = (start.device if start is not None else None) or config.get("device") or "auto"
     state = PlanState(
         microbatch=microbatch,
@@ -74,6 +77,8 @@ def child_report(events: Iterable[ev.Event], fallback_config: Mapping[str, Any],
         imgsz=_int(config.get("imgsz")),
         device=str(device),
         release_every=_int(config.get(RELEASE_KEY)),
+        savers=savers,
+        savers_usable=tuple(str(name) for name in usable) if isinstance(usable, list) else None,
     )
     budget = _int(start.budget) if start is not None else None
     return ChildReport(state, budget, config, start.time if start is not None else None)

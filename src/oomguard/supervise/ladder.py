@@ -15,9 +15,18 @@ Rungs, in order (a rung that would change nothing is skipped):
    when they go. Without a memory timeline to tell, it is taken as before.
 4. ``release``: release cached memory twice as often (``release_every``
    halved; only where the configuration has that key).
-5. ``imgsz``: images 3/4 the size, a multiple of 32 — only with
+5. ``savers``: the exact memory savers the attempt could use
+   (activation checkpointing; optimizer state in host memory on CUDA) on from
+   the start (``savers=[...]``), whatever the plan measured: the same model
+   and the same updates, at some speed.
+6. ``amp``: mixed precision too, where ``amp=auto`` allows it (it changes the
+   numbers a little, not what the model is).
+7. ``imgsz``: images 3/4 the size, a multiple of 32 — only with
    ``allow_degrade=true``, as it changes what the model learns.
-6. ``device``: train on the CPU instead of CUDA or MPS (slower, same model).
+8. ``device``: train on the CPU instead of CUDA or MPS (slower, same model).
+
+The savers rungs are taken only where the attempt said which savers it could
+use (its ``start`` event's ``savers_usable``).
 
 Overrides accumulate: a restart passes every override of the rungs taken so
 far, so each attempt is the previous plan made one step safer.
@@ -29,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from oomguard.config import EXACT_SAVERS, SAVER_NAMES
 from oomguard.supervise.attribution import NEAR_LIMIT
 
 RELEASE_KEY = "release_every"
@@ -68,6 +78,8 @@ class PlanState:
     device: str = "cpu"  # the device it actually used: cpu, cuda:N, mps
     release_every: int | None = None  # None: never released on a schedule yet
     loader: LoaderMemory | None = None  # what its loader workers held at the end (None: not known)
+    savers: tuple[str, ...] = ()  # the memory savers in force at the end
+    savers_usable: tuple[str, ...] | None = None  # those it could switch on (None: it did not say)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,23 @@ def _imgsz(state: PlanState) -> dict[str, Any] | None:
     return {"imgsz": smaller} if smaller < state.imgsz else None
 
 
+def _with(state: PlanState, names: set[str]) -> dict[str, Any] | None:
+    wanted = [name for name in SAVER_NAMES if name in names or name in state.savers]
+    return {"savers": wanted} if set(wanted) != set(state.savers) else None
+
+
+def _savers(state: PlanState) -> dict[str, Any] | None:
+    if state.savers_usable is None:
+        return None
+    return _with(state, {name for name in state.savers_usable if name in EXACT_SAVERS})
+
+
+def _amp(state: PlanState) -> dict[str, Any] | None:
+    if state.savers_usable is None or "amp" not in state.savers_usable:
+        return None
+    return _with(state, {name for name in state.savers_usable if name in EXACT_SAVERS} | {"amp"})
+
+
 def _device(state: PlanState) -> dict[str, Any] | None:
     return None if state.device == "cpu" else {"device": "cpu"}
 
@@ -127,6 +156,8 @@ RUNGS: tuple[tuple[str, str, Callable[[PlanState], dict[str, Any] | None], bool]
     ("eval", "smaller eval microbatch, validation less often", _eval, False),
     ("loader", "no loader workers, no RAM cache", _loader, False),
     ("release", "release cached memory more often", _release, False),
+    ("savers", "memory savers on (activation checkpointing, optimizer state in host memory)", _savers, False),
+    ("amp", "mixed precision on (amp=auto)", _amp, False),
     ("imgsz", "smaller images (allow_degrade)", _imgsz, True),
     ("device", "train on the CPU", _device, False),
 )

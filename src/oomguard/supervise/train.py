@@ -38,6 +38,8 @@ def format_override(key: str, value: Any) -> str:
     """``key=value`` as the command line reads it back (YAML scalars: true, false, null)."""
     if isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, list | tuple):
+        text = "[" + ",".join(str(item) for item in value) + "]"
     elif value is None:
         text = "null"
     else:

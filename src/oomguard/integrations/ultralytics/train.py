@@ -146,7 +146,7 @@ def _train_stage(stage: DetectStage, finished: int, previous: str, device: Devic
         return
     model.train(data=config.data, epochs=config.epochs, imgsz=imgsz, batch=batch, nbs=nbs,
                 workers=config.workers, seed=config.seed, deterministic=config.deterministic,
-                device=_yolo_device(device.kind, device.torch_device), amp=config.amp, plots=False,
+                device=_yolo_device(device.kind, device.torch_device), amp=config.amp is True, plots=False,
                 project=str(stage.yolo_dir.parent.resolve()), name=stage.yolo_dir.name, exist_ok=True,
                 val=True, verbose=False, **_optimizer(config))
 
