@@ -181,7 +181,7 @@ def test_a_file_truncated_in_the_second_epoch_costs_one_warning_not_the_run(tmp_
 
 STEPS = 12  # per epoch: 93 training images (4 of each class of 35 held out) in batches of 8
 EXACT = ["batch=8", "microbatch=8", "val_batch=8", "imgsz=16", "warmup_epochs=0", "workers=0", "lr=0.01",
-         "deterministic=true", "seed=3", "checkpoint_every=0.2s"]
+         "deterministic=true", "seed=3", "checkpoint_every=0.01s"]  # a checkpoint at nearly every step
 
 
 def checkpointed_after_a_skip(run: Path) -> bool:

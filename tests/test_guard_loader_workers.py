@@ -102,9 +102,11 @@ def test_the_readme_loop_with_two_workers_trains_in_900mb(tmp_path: Path) -> Non
         rss = int(row["process_rss"]) + int(row["children_rss"])
         assert int(row["tree_memory"]) < 0.6 * rss  # the workers' shared pages counted once
         assert int(row["children_private"]) < int(row["children_rss"]) // 4
-    # 0 only while the workers' first precise reading is under way (another thread sampled meanwhile).
-    measured = [row for row in with_workers if int(row["children_private"]) > 0]
-    assert len(measured) >= 0.9 * len(with_workers)
+    # 0 only while the workers' first precise reading is under way (another thread sampled meanwhile):
+    # a few rows as they start, none after.
+    private = [int(row["children_private"]) for row in with_workers]
+    first = next(index for index, value in enumerate(private) if value > 0)
+    assert first <= 3 and all(value > 0 for value in private[first:]), private
 
 
 @pytest.mark.slow

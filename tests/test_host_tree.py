@@ -62,7 +62,8 @@ def test_forked_loader_workers_add_their_own_pages_not_the_ones_they_share() -> 
     growth = after.total - before.total
     assert rss_growth > 2 * DATASET  # each worker maps the whole dataset: RSS counts it twice more
     assert abs(growth - beside_uss) < 0.1 * DATASET  # counted: the workers' own pages only
-    assert after.children_private == pytest.approx(beside_uss, rel=0.2, abs=4 * MB)
+    # The workers go on prefetching between the two readings: their heaps move by a few MB.
+    assert after.children_private == pytest.approx(beside_uss, rel=0.2, abs=0.03 * DATASET)
     assert after.total == pytest.approx(beside_pss, rel=0.1)
     del batches, loader
 
@@ -70,7 +71,9 @@ def test_forked_loader_workers_add_their_own_pages_not_the_ones_they_share() -> 
 def _write_half(buffer: memoryview, ready: multiprocessing.synchronize.Event,
                 done: multiprocessing.synchronize.Event) -> None:
     half = len(buffer) // 2
-    buffer[:half] = b"\x02" * half  # copy-on-write: these pages become the child's own
+    chunk = b"\x02" * MB  # written a MB at a time: no temporary as large as what is written
+    for start in range(0, half, MB):
+        buffer[start:start + MB] = chunk  # copy-on-write: these pages become the child's own
     ready.set()
     done.wait()
 

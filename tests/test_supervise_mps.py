@@ -57,10 +57,12 @@ if action == "abort":
 # Wait for the sampler's row that shows it (a row written before the kill survives it), as macOS
 # would kill only once the memory is really taken.
 deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    rows = (run / "memory.csv").read_text().splitlines()[1:]
-    if any(int(row.split(",")[6]) > budget * 0.9 for row in rows if row.count(",") == 8):
+while True:
+    header, *rows = [line.split(",") for line in (run / "memory.csv").read_text().splitlines()]
+    used = header.index("used")
+    if any(int(row[used]) > budget * 0.9 for row in rows if len(row) == len(header)):
         break
+    assert time.monotonic() < deadline, "no sample showed Metal's memory"
     time.sleep(0.01)
 os.kill(os.getpid(), signal.SIGKILL)  # the OS's memory kill: "zsh: killed"
 """
