@@ -277,7 +277,9 @@ class Sizer:
         self.reserve = int(n)
         if not self.device.unified or self.budget.limit is None:
             return
-        start = self._start()
+        # What was held between steps before the snapshot: a reading now would count the copy just taken
+        # (it is being written) besides the room kept for it.
+        start = self.base
         for phase in (self.train, self.eval):
             if not phase.size or phase.model.per_sample <= 0:
                 continue
