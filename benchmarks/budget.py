@@ -15,8 +15,12 @@ every variant runs under ``set_per_process_memory_fraction(N / card)``, peaks ar
 reserved bytes (what that fraction caps), a variant that runs out of memory does not fit, and
 ``--batch 0`` picks a batch whose whole needs 1.5x the budget (measured at microbatch 8).
 
-Every run is a fresh process (so its ru_maxrss is its own; this parent never imports torch, whose
-high-water mark a child would inherit), and the variants run in alternation, ``--repeats`` times, so
+On the CPU a run's peak is the charge watermark of a memory cgroup it runs alone in
+(``memory.max_usage_in_bytes``, cgroup v1, where this process may make one): the Guard resets the
+process's own RSS high-water mark before each step it measures, and ``ru_maxrss`` goes with it, so
+that is a lower bound only for the Guard's variants (``peak_source`` says which was used). Every run
+is a fresh process (so its ru_maxrss is its own; this parent never imports torch, whose high-water
+mark a child would inherit), and the variants run in alternation, ``--repeats`` times, so
 machine noise hits all alike. Prints one JSON line:
   {"seed_recipe": {...}, "cautious": {...}, "auto": {...}, "oracle": {...}, "budget_mb": ..., ...}
 each variant with samples_per_s and samples_per_cpu_s (medians: wall time, and CPU time, which machine
@@ -38,17 +42,23 @@ GPU:   python benchmarks/budget.py --device cuda --budget-mb 16000 --imgsz 128 -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 MB = 1_000_000
 VARIANTS = ("seed_recipe", "cautious", "auto", "oracle")
 #: The old plan's caution: the slope it assumed (times the probed one), the share of the room it used.
 OLD_GROWTH, OLD_HEADROOM = 1.5, 0.9
+#: The name of the cgroup a run is measured in (the child knows its own by it).
+GROUP_PREFIX = "oomguard-budget-"
 
 
 # -- child side: one variant in this process --------------------------------------------------------
@@ -108,6 +118,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         # ru_maxrss counts every page this process maps; the budget counts shared ones (torch's libraries)
         # by its share only: the difference at the start is taken off the peak that is compared.
         shared = reading.root.rss - reading.own
+    watermark = Watermark.start() if not cuda else None
     info: dict[str, Any] = {"variant": args.child, "baseline_mb": baseline / MB, "shared_mb": shared / MB,
                             "oom": False}
     began, cpu_began = time.perf_counter(), cpu_seconds()
@@ -140,11 +151,40 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     except torch.OutOfMemoryError:  # a fixed microbatch that does not fit the card's budget
         info["oom"] = True
     elapsed, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
-    peak = (torch.cuda.max_memory_reserved() if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    if cuda:
+        peak = torch.cuda.max_memory_reserved()
+    elif watermark is not None:  # the pages the run brought in at its highest, over what it held at the start
+        peak = baseline + watermark.grown()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    info["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
+    info["peak_source"] = "allocator" if cuda else "cgroup" if watermark is not None else "ru_maxrss"
     info.update(samples=steps * args.batch, seconds=elapsed, samples_per_s=steps * args.batch / elapsed,
                 cpu_seconds=cpu, samples_per_cpu_s=steps * args.batch / cpu, peak_mb=peak / MB)
     return info
+
+
+class Watermark:
+    """The charge watermark of the memory cgroup this run was started in alone (cgroup v1)."""
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+        (group / "memory.max_usage_in_bytes").write_text("0")  # from the usage now on
+        self.charged = int((group / "memory.usage_in_bytes").read_text())
+
+    @classmethod
+    def start(cls) -> Watermark | None:
+        import os
+
+        from oomguard import host
+
+        group, _ = host.own_cgroup_dirs()
+        if group is None or not group.name.startswith(GROUP_PREFIX) or not os.access(group, os.W_OK):
+            return None
+        return cls(group)
+
+    def grown(self) -> int:
+        return int((self.group / "memory.max_usage_in_bytes").read_text()) - self.charged
 
 
 def cpu_seconds() -> float:
@@ -186,10 +226,36 @@ def run(args: argparse.Namespace, variant: str, **extra: Any) -> dict[str, Any]:
                "--device", args.device]
     for key, value in {"samples": args.samples, **extra}.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    with own_group() as group:
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              preexec_fn=None if group is None else lambda: join(group))
     if done.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def own_group() -> Iterator[Path | None]:
+    """A fresh memory cgroup (v1, no limit) for one run, where this process may make one; None elsewhere."""
+    from oomguard import host
+
+    parent, _ = host.own_cgroup_dirs()
+    group = parent / f"{GROUP_PREFIX}{os.getpid()}" if parent is not None else None
+    try:
+        if group is not None:
+            group.mkdir()
+    except OSError:
+        group = None
+    try:
+        yield group
+    finally:
+        if group is not None:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+def join(group: Path) -> None:
+    (group / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def counted(result: dict[str, Any]) -> float:
@@ -271,6 +337,8 @@ def main() -> None:
             "samples_per_s": round(statistics.median(r["samples_per_s"] for r in results), 3),
             "samples_per_cpu_s": round(statistics.median(r["samples_per_cpu_s"] for r in results), 3),
             peak_key: round(max(r["peak_mb"] for r in results), 1),
+            "peak_source": results[-1]["peak_source"],
+            "ru_maxrss_mb": round(max(r["ru_maxrss_mb"] for r in results), 1),
             "peak_counted_mb": round(max(counted(r) for r in results), 1),
             "within_budget": all(fits(r, budget) for r in results),
             "microbatch": results[-1]["microbatch"],
