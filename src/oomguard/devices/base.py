@@ -146,9 +146,10 @@ class Device(ABC):
     def release_host_heap(self) -> None:
         """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``); the device untouched.
 
-        The Guard calls it before each step near a host-memory budget, so a
-        step's measured peak does not hold the pages the last one freed. Where
-        the C library has no trim (macOS) it does nothing.
+        The Guard calls it near a host-memory budget before a step it will judge
+        after a plan, an evaluation or a step over its target, so that step's
+        measured peak does not hold pages freed earlier. Where the C library has
+        no trim (macOS) it does nothing.
         """
         trim_host_heap()
 

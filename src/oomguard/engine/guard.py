@@ -172,6 +172,9 @@ class Guard:
         #: Largest peak (budget bytes) measured in a step or evaluation so far.
         self.peak_memory = 0
         self.last_step_peak = 0
+        #: Trim the heap before the next step near a host budget (after a plan, an evaluation, or a step
+        #: over its target on a heap not trimmed: ``_untrimmed``).
+        self._trim_next, self._untrimmed = True, False
         self.console = console
         #: Pressure, leaks and fragmentation, checked between steps (one implementation for every loop).
         self.watch = MemoryWatch(self.events, budget.limit, min_available, console)
@@ -255,6 +258,8 @@ class Guard:
         if self.runner.limit is not None and peak > self.runner.limit:
             # Over budget in the optimizer step: the update is done and stays; the next steps run smaller.
             self.sizer.failed(phase, largest, peak, "over budget after the optimizer step")
+        elif self._untrimmed and (accumulated or peak) > self.sizer.target():
+            self._trim_next = True  # pages an earlier step freed may be in that peak: judge it trimmed
         elif not self.sizer.over_target(phase, largest, accumulated or peak):
             self.sizer.fitted(phase, largest, accumulated or peak)
         self.steps += 1
@@ -325,17 +330,26 @@ class Guard:
         return scale
 
     def _release_if_near_budget(self) -> None:
-        """Near a host-memory budget, hand the heap's free pages back before measuring a step.
+        """Near a host-memory budget, hand the heap's free pages back before a step that will be judged.
 
-        glibc keeps pages freed by the last step (or by validation) in RSS, so a
-        step's measured peak would hold them too and sizes would shrink for
-        memory no tensor uses. Trimming costs ~1 ms plus re-faulting the pages
-        (a few % of a step), so it is only done where the budget is close. It
-        is the C heap's trim only: the device's cache (Metal's on a Mac) stays.
+        glibc keeps pages freed by the last step (or by validation, or the
+        probe's copies) in RSS, so a step's measured peak would hold them too
+        and sizes would shrink for memory no tensor uses. Trimming before every
+        step costs the re-faulting of those pages (measured: 12-15% of a step on
+        the CPU near a budget), so it is done after a plan or an evaluation, and
+        after a step on an untrimmed heap peaked over its target; that step is
+        judged again on a trimmed heap rather than shrunk (:attr:`_untrimmed`).
+        It is the C heap's trim only: the device's cache (Metal's on a Mac) stays.
         """
         limit = self.budget.limit
-        if limit is not None and self.device.unified and self.last_step_peak > NEAR_BUDGET * limit:
-            self.device.release_host_heap()
+        self._untrimmed = False
+        if limit is None or not self.device.unified or self.last_step_peak <= NEAR_BUDGET * limit:
+            return
+        if not self._trim_next:
+            self._untrimmed = True
+            return
+        self._trim_next = False
+        self.device.release_host_heap()
 
     def _optimizer_oom(self, exc: BaseException) -> None:
         peak, error = self._failure(exc)
@@ -385,6 +399,7 @@ class Guard:
             if offset < total:
                 failed = spans[min(finished, len(spans) - 1)]
                 self.sizer.failed(phase, failed[1] - failed[0], *failure)
+        self._trim_next = True
         return concat(outputs)
 
     def plan(self, batch: Any, loss_fn: LossFn, eval_fn: EvalFn | None = None, worker_sets: float = 1.0
@@ -479,6 +494,7 @@ class Guard:
         # (the probe's copies leave freed pages that would otherwise count in its peak).
         fitting = [row.peak for row in plan.table if row.ok and row.size <= max(1, plan.microbatch)]
         self.last_step_peak = max(fitting, default=self.last_step_peak)
+        self._trim_next = True
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
         self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None, self.sizer.predict()))

@@ -1,0 +1,83 @@
+"""Near a host-memory budget the Guard trims the C heap only before the steps it must judge afresh.
+
+Real CPU steps, real RSS. Trimming before every step made the CPU re-fault the
+pages each step reuses (12-15% of a step in ``benchmarks/budget.py``); the
+Guard trims after a plan or an evaluation, and after a step on an untrimmed
+heap peaked over its target, which it then judges again on a trimmed heap
+instead of shrinking for pages no tensor uses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from oomguard import Guard, host
+from oomguard.devices import release_host_memory
+from oomguard.devices.cpu import CPUDevice
+
+MB = 1_000_000
+BATCH = 32
+
+
+class CountingCPU(CPUDevice):
+    """The CPU, counting the heap trims asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trims = 0
+
+    def release_host_heap(self) -> None:
+        self.trims += 1
+        super().release_host_heap()
+
+
+class Wide(nn.Module):
+    """Few weights, big activations: each sample keeps a few MB alive until backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(16, 96)
+        self.expand = nn.Parameter(torch.randn(96, 2048) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(self.inp(x).unsqueeze(-1) * self.expand)
+        return (z * z).mean(dim=(1, 2))
+
+
+def setup() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    return Wide(), (torch.randn(BATCH, 16, generator=generator), torch.rand(BATCH, generator=generator))
+
+
+def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return ((model(batch[0]) - batch[1]) ** 2).mean()
+
+
+def test_near_a_host_budget_the_heap_is_trimmed_after_a_plan_and_an_evaluation_not_every_step() -> None:
+    model, batch = setup()
+    device = CountingCPU()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn(model, batch).backward()  # gradients and the optimizer's first step exist before the budget
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    release_host_memory()
+    start = host.tree_memory(precise=True).total
+    guard = Guard(model, optimizer, memory_limit=start + 150 * MB, device=device)
+    guard.plan(batch, loss_fn)
+    assert guard.last_step_peak > 0.75 * guard.budget.limit  # near the budget: where trims are considered
+
+    steps = 12
+    for _ in range(steps):
+        guard.step(batch, loss_fn)
+    after_plan = device.trims
+    assert 1 <= after_plan < steps // 2  # the first step after the plan; then at most a few re-judged ones
+
+    with torch.no_grad():
+        guard.evaluate(batch, lambda net, part: net(part[0]))
+    guard.step(batch, loss_fn)
+    assert device.trims == after_plan + 1  # validation's freed pages are not the next step's peak
+
+    kinds = [event["event"] for event in guard.events.history]
+    assert "oom" not in kinds
