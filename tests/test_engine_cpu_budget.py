@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cgroup_helpers import join, memory_cgroup
+from wide_model import squared_error, wide_setup
 
 BATCH = 64
 MB = 1_000_000
@@ -36,28 +37,11 @@ ROOM = 200 * MB
 HEAPS = {"default": {}, "fixed-mmap-threshold": {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}}
 
 
-class Wide(nn.Module):
-    """Few weights, big activations: each sample keeps ~4.5 MB of float64 alive until backward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(16, 96, dtype=torch.float64)
-        self.expand = nn.Parameter(torch.randn(96, 2048, dtype=torch.float64) * 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.tanh(self.inp(x).unsqueeze(-1) * self.expand)
-        return (z * z).mean(dim=(1, 2))
-
-
 def setup() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randn(BATCH, 16, generator=generator, dtype=torch.float64)
-    return Wide(), (x, torch.rand(BATCH, generator=generator, dtype=torch.float64))
+    return wide_setup(BATCH, torch.float64)
 
 
-def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return ((model(batch[0]) - batch[1]) ** 2).mean()
+loss_fn = squared_error
 
 
 def child(out: Path) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 from oomguard import Guard, host
 from oomguard.devices import release_host_memory
 from oomguard.devices.cpu import CPUDevice
+from wide_model import squared_error, wide_setup
 
 MB = 1_000_000
 BATCH = 32
@@ -32,27 +33,11 @@ class CountingCPU(CPUDevice):
         super().release_host_heap()
 
 
-class Wide(nn.Module):
-    """Few weights, big activations: each sample keeps a few MB alive until backward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = nn.Linear(16, 96)
-        self.expand = nn.Parameter(torch.randn(96, 2048) * 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.tanh(self.inp(x).unsqueeze(-1) * self.expand)
-        return (z * z).mean(dim=(1, 2))
-
-
 def setup() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(1)
-    return Wide(), (torch.randn(BATCH, 16, generator=generator), torch.rand(BATCH, generator=generator))
+    return wide_setup(BATCH)
 
 
-def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    return ((model(batch[0]) - batch[1]) ** 2).mean()
+loss_fn = squared_error
 
 
 def test_near_a_host_budget_the_heap_is_trimmed_after_a_plan_and_an_evaluation_not_every_step() -> None:
