@@ -173,8 +173,9 @@ class Guard:
         self.peak_memory = 0
         self.last_step_peak = 0
         #: Trim the heap before the next step near a host budget (after a plan, an evaluation, or a step
-        #: over its target on a heap not trimmed: ``_untrimmed``).
-        self._trim_next, self._untrimmed = True, False
+        #: over its target on a heap not trimmed: ``_untrimmed``); before every one (``_trim_always``) once
+        #: such a step showed that this heap keeps enough to matter, until the next plan.
+        self._trim_next, self._untrimmed, self._trim_always = True, False, False
         self.console = console
         #: Pressure, leaks and fragmentation, checked between steps (one implementation for every loop).
         self.watch = MemoryWatch(self.events, budget.limit, min_available, console)
@@ -227,7 +228,7 @@ class Guard:
             spans = chunk_spans(total, phase.size)
             self.meter.mark()
             failure = None
-            peer = False
+            peer = over = False
             try:
                 loss = self.runner.accumulate(batch, total, spans, loss_fn, self.sync, scale)
             except PeerOutOfMemory:
@@ -235,7 +236,7 @@ class Guard:
             except Exception as exc:
                 if not is_oom(exc):
                     raise
-                failure = self._failure(exc)
+                failure, over = self._failure(exc), isinstance(exc, OverBudget)
             # Out of the except block: the traceback and the tensors its frames held are gone.
             if self.sync is not None:
                 peer = self.sync.settle(failure is not None) and failure is None
@@ -244,6 +245,11 @@ class Guard:
             self.runner.drop_gradients()
             if self.sync is not None:
                 self.sync.reset()
+            if over and self._untrimmed:
+                # Pages an earlier step freed may be in that peak: the same size again, on a trimmed heap.
+                self._untrimmed, self._trim_always = False, True
+                self.device.release_host_heap()
+                continue
             if failure is not None:
                 self._note(failure[0])
                 self.sizer.failed(phase, spans[0][1] - spans[0][0], *failure,
@@ -255,11 +261,11 @@ class Guard:
         peak = self.last_step_peak = max(accumulated or 0, update_peak)
         self._note(peak)
         largest = spans[0][1] - spans[0][0]
-        if self.runner.limit is not None and peak > self.runner.limit:
+        if self.runner.limit is not None and peak > self.runner.limit and not self._untrimmed:
             # Over budget in the optimizer step: the update is done and stays; the next steps run smaller.
             self.sizer.failed(phase, largest, peak, "over budget after the optimizer step")
         elif self._untrimmed and (accumulated or peak) > self.sizer.target():
-            self._trim_next = True  # pages an earlier step freed may be in that peak: judge it trimmed
+            self._trim_always = True  # pages an earlier step freed may be in that peak: judge it trimmed
         elif not self.sizer.over_target(phase, largest, accumulated or peak):
             self.sizer.fitted(phase, largest, accumulated or peak)
         self.steps += 1
@@ -338,14 +344,18 @@ class Guard:
         step costs the re-faulting of those pages (measured: 12-15% of a step on
         the CPU near a budget), so it is done after a plan or an evaluation, and
         after a step on an untrimmed heap peaked over its target; that step is
-        judged again on a trimmed heap rather than shrunk (:attr:`_untrimmed`).
+        judged again on a trimmed heap rather than shrunk, and one that went
+        over the budget is redone at the same size on a trimmed heap before it
+        counts as a failure (:attr:`_untrimmed`). After either, this heap has
+        shown that it keeps enough to matter: every step is trimmed until the
+        next plan.
         It is the C heap's trim only: the device's cache (Metal's on a Mac) stays.
         """
         limit = self.budget.limit
         self._untrimmed = False
         if limit is None or not self.device.unified or self.last_step_peak <= NEAR_BUDGET * limit:
             return
-        if not self._trim_next:
+        if not (self._trim_next or self._trim_always):
             self._untrimmed = True
             return
         self._trim_next = False
@@ -494,7 +504,7 @@ class Guard:
         # (the probe's copies leave freed pages that would otherwise count in its peak).
         fitting = [row.peak for row in plan.table if row.ok and row.size <= max(1, plan.microbatch)]
         self.last_step_peak = max(fitting, default=self.last_step_peak)
-        self._trim_next = True
+        self._trim_next, self._trim_always = True, False
         self.last_plan = plan
         # A phase planned earlier keeps its size: the event says the whole plan in force now.
         self.events.emit(plan.event(self.microbatch, self.eval_microbatch or None, self.sizer.predict()))
