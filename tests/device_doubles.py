@@ -54,6 +54,14 @@ def format_size(n: float, spelling: str = "GiB") -> str:
     raise AssertionError("unreachable")
 
 
+def check_fraction(fraction: float, top: int) -> None:
+    """What torch's ``set_per_process_memory_fraction`` refuses, in its words (CUDA allows up to 1, MPS 2)."""
+    if not isinstance(fraction, float):
+        raise TypeError("Invalid type for fraction argument, must be `float`")
+    if fraction < 0 or fraction > top:
+        raise ValueError(f"Invalid fraction value: {fraction}. Allowed range: 0~{top}")
+
+
 class Allocator:
     """A caching allocator; ``room()`` is how far reserved bytes may go, ``oom(size)`` the error past it."""
 
@@ -252,10 +260,7 @@ class CudaCard:
         self.pool.empty_cache()
 
     def set_per_process_memory_fraction(self, fraction: float, device: Any = None) -> None:
-        if not isinstance(fraction, float):
-            raise TypeError("Invalid type for fraction argument, must be `float`")
-        if fraction < 0 or fraction > 1:
-            raise ValueError(f"Invalid fraction value: {fraction}. Allowed range: 0~1")
+        check_fraction(fraction, 1)
         self.fraction = fraction
         self.fractions.append(fraction)
 
@@ -334,10 +339,7 @@ class MPSChip:
         return self.driver()
 
     def set_per_process_memory_fraction(self, fraction: float) -> None:
-        if not isinstance(fraction, float):
-            raise TypeError("Invalid type for fraction argument, must be `float`")
-        if fraction < 0 or fraction > 2:
-            raise ValueError(f"Invalid fraction value: {fraction}. Allowed range: 0~2")
+        check_fraction(fraction, 2)
         self.fraction = fraction
         self.fractions.append(fraction)
 
