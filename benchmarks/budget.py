@@ -151,13 +151,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     except torch.OutOfMemoryError:  # a fixed microbatch that does not fit the card's budget
         info["oom"] = True
     elapsed, cpu = time.perf_counter() - began, cpu_seconds() - cpu_began
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if cuda:
         peak = torch.cuda.max_memory_reserved()
     elif watermark is not None:  # the pages the run brought in at its highest, over what it held at the start
         peak = baseline + watermark.grown()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    info["ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
+        peak = maxrss
+    info["ru_maxrss_mb"] = maxrss / MB
     info["peak_source"] = "allocator" if cuda else "cgroup" if watermark is not None else "ru_maxrss"
     info.update(samples=steps * args.batch, seconds=elapsed, samples_per_s=steps * args.batch / elapsed,
                 cpu_seconds=cpu, samples_per_cpu_s=steps * args.batch / cpu, peak_mb=peak / MB)
@@ -167,15 +168,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 class Watermark:
     """The charge watermark of the memory cgroup this run was started in alone (cgroup v1)."""
 
-    def __init__(self, group: Any) -> None:
+    def __init__(self, group: Path) -> None:
         self.group = group
         (group / "memory.max_usage_in_bytes").write_text("0")  # from the usage now on
         self.charged = int((group / "memory.usage_in_bytes").read_text())
 
     @classmethod
     def start(cls) -> Watermark | None:
-        import os
-
         from oomguard import host
 
         group, _ = host.own_cgroup_dirs()
