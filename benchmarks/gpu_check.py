@@ -241,12 +241,17 @@ def check_optimizer_oom(card: Card, scale: float) -> dict[str, Any]:
         card.sync()
         return model, guard
 
-    reference, _ = train("off")
+    reference, finished = train("off")
     weights = sum(p.numel() * p.element_size() for p in reference.parameters())
+    # The reference's optimizer state and gradients go first: the limit counts from what is held now
+    # (the reference's weights), not from what the first run left in the cache.
+    del finished
+    for param in reference.parameters():
+        param.grad = None
+    card.reset()
     # Weights, gradients and AdamW's two moments fit; the foreach update's temporaries (one more copy
     # of the weights) do not; one weight tensor's worth (the per-tensor update's) does.
     limit = card.reserved() + int(4.5 * weights) if card.cuda else "auto"
-    del _
     model, guard = train(limit)
     ooms = [e["error"] for e in kinds(guard, "oom")]
     errors = [relative_error(a.detach().cpu(), b.detach().cpu())
@@ -479,11 +484,18 @@ def check_sampler_cost(card: Card, scale: float) -> dict[str, Any]:
 def check_budget_three_ways(card: Card, scale: float) -> dict[str, Any]:
     command = [sys.executable, str(ROOT / "benchmarks" / "budget.py"), "--repeats", "1"]
     if card.cuda:
-        command += ["--device", "cuda", "--budget-mb", "16000", "--imgsz", "128", "--batch", "0",
-                    "--steps", "8", "--sweep", "32,64,128"]
+        # A batch of 4096 needs ~25 GB here, so the budget splits it; 12 steps (~4 s a variant on an
+        # H200) beside the probe's ~2 s, whose cost samples_per_s_after_plan leaves out; the seed recipe's
+        # rate needs one step.
+        # 8 processes of ~11 s start-up each on an H200 (CUDA's, torch's), ~45 s of training together.
+        command += ["--device", "cuda", "--budget-mb", "16000", "--imgsz", "128", "--batch", "4096",
+                    "--steps", "12", "--seed-samples", "4096", "--sweep", "1024"]
     else:
         command += ["--batch", "16", "--samples", "64", "--sweep", "2,4"]
-    done = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=230, check=False)
+    try:
+        done = run_group(command, timeout=230)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "budget.py timed out after 230s"}
     if done.returncode != 0:
         return {"ok": False, "error": done.stderr[-800:]}
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -508,8 +520,7 @@ assert RUNNERS.keys() == CHECKS.keys()
 def run_check(name: str, device: str, limit: float) -> dict[str, Any]:
     began = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, __file__, "--check", name, "--device", device],
-                              capture_output=True, text=True, env=child_env(), timeout=limit, check=False)
+        done = run_group([sys.executable, __file__, "--check", name, "--device", device], timeout=limit)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {limit:.0f}s",
                 "seconds": round(time.monotonic() - began, 1)}
@@ -519,6 +530,21 @@ def run_check(name: str, device: str, limit: float) -> dict[str, Any]:
         error = done.stderr.strip()[-1500:] or f"exit {done.returncode}"
         return {"ok": False, "error": error, "seconds": seconds}
     return {**json.loads(lines[-1]), "seconds": seconds}
+
+
+def run_group(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``command`` in a process group of its own; on timeout the whole group is killed, the processes it
+    started too (a budget.py variant left running would slow every check after it)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                          start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def machine(device: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from oomguard import Guard
 from oomguard.config import load_config
 from oomguard.engine.plan import Fit, Plan, Row
 from oomguard.engine.refusal import NoFitError, refuse
-from oomguard.engine.saver_choice import Trial, fastest, fitted, measure, plan_with_savers, with_tried
+from oomguard.engine.saver_choice import Trial, fastest, fitted, measure, plan_with_savers, rate, with_tried
 from oomguard.errors import MemoryBudgetError
 
 CKPT, AMP = "activation_checkpointing", "amp"
@@ -120,29 +120,40 @@ def test_with_savers_off_the_refusal_is_as_before() -> None:
 # -- choosing by measured speed ------------------------------------------------------------------------
 
 
-def _plan(microbatch: int, rows: list[tuple[int, float]]) -> Plan:
+def _plan(microbatch: int, rows: list[tuple[int, float]], update_seconds: float = 0.0) -> Plan:
     table = [Row(size=size, peak=(100 + size) * MB, extra=size * MB, seconds=seconds)
              for size, seconds in rows]
     return Plan(microbatch=microbatch, eval_microbatch=None, ceiling=16, eval_ceiling=None, budget=150 * MB,
-                target=145 * MB, fit=Fit(100 * MB, MB), eval_fit=None, table=table)
+                target=145 * MB, fit=Fit(100 * MB, MB), eval_fit=None, table=table, batch=16,
+                update_seconds=update_seconds)
 
 
 @pytest.mark.parametrize(("ckpt_seconds", "chosen"), [(0.8, (CKPT,)), (3.0, ())])
 def test_a_larger_microbatch_with_checkpointing_is_taken_only_when_it_measured_faster(
         ckpt_seconds: float, chosen: tuple[str, ...]) -> None:
     guard, _, _ = make({(): 1.0})
-    plain = _plan(2, [(1, 0.15), (2, 0.2)])  # 4 samples in 0.2 s: 20 samples/s
-    with_ckpt = _plan(16, [(1, 0.3), (2, 0.35), (4, 0.4), (8, 0.5), (16, ckpt_seconds)])  # 32 in 0.8 s: 40/s
+    plain = _plan(2, [(1, 0.15), (2, 0.2)])  # a microbatch of 2 in 0.2 s: 10 samples/s
+    with_ckpt = _plan(16, [(1, 0.3), (2, 0.35), (4, 0.4), (8, 0.5), (16, ckpt_seconds)])  # 16 in 0.8 s: 20/s
     trials = [fitted((), plain)]
     got = plan_with_savers(guard.savers, lambda: with_ckpt if guard.savers.in_force else plain, trials, 16)
     assert got is (with_ckpt if chosen else plain) and guard.savers.in_force == chosen
-    assert [t["rate"] for t in got.trials] == [20.0, round(32 / ckpt_seconds, 3)]
+    assert [t["rate"] for t in got.trials] == [10.0, round(16 / ckpt_seconds, 3)]
     savers = events(guard, "saver")
     if chosen:
-        assert savers[0]["reason"] == ("activation_checkpointing lets microbatch 16 fit at 40 samples/s, "
-                                       "faster than microbatch 2 without it (20 samples/s)")
+        assert savers[0]["reason"] == ("activation_checkpointing lets microbatch 16 fit at 20 samples/s, "
+                                       "faster than microbatch 2 without it (10 samples/s)")
     else:
         assert not savers
+
+
+def test_a_saver_whose_optimizer_step_costs_more_than_its_larger_microbatch_saves_is_not_taken() -> None:
+    # Offload: microbatch 16 fits where 8 did, each sample as fast, but its optimizer step copies the state
+    # to the device and back. A step of 16 samples: 2 x 8 in 0.8 s + 0.05 s against 16 in 0.8 s + 0.5 s.
+    plain = _plan(8, [(4, 0.2), (8, 0.4)], update_seconds=0.05)
+    offloaded = _plan(16, [(4, 0.2), (8, 0.4), (16, 0.8)], update_seconds=0.5)
+    assert rate(plain) == pytest.approx(16 / 0.85) and rate(offloaded) == pytest.approx(16 / 1.3)
+    assert fastest([fitted((), plain), fitted(("optimizer_offload",), offloaded)]) == fitted((), plain)
+    assert fastest([fitted((), plain), fitted(("optimizer_offload",), _plan(16, [(16, 0.7)], 0.05))]).savers
 
 
 def test_fastest_prefers_the_highest_rate_then_fewer_savers() -> None:

@@ -38,7 +38,8 @@ class Row:
     ok: bool = True
     #: A whole step's chunks of this size (the plan's confirmation), rather than two microbatches.
     whole: bool = False
-    #: Seconds its two microbatches took (the memory savers' choice compares samples per second).
+    #: Seconds one microbatch of this size took, warm (the second of the two; a whole step's: its mean
+    #: chunk); the memory savers' choice compares samples per second.
     seconds: float = 0.0
 
 
@@ -145,6 +146,8 @@ class Plan:
     #: Bytes the process holds between steps as the plan expects them (``fit.a`` less the step's fixed part).
     start: int = 0
     seconds: float = 0.0
+    #: Seconds an optimizer step took in the probe, its state made (with offload: the copies included).
+    update_seconds: float = 0.0
     #: The epoch's peak predicted for the sizes chosen, part by part.
     prediction: Prediction = field(default_factory=Prediction)
     #: Share of the room (budget less what is held) that the choice left free.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 
 from oomguard.checkpoint.rng import capture_rng, restore_rng
 from oomguard.checkpoint.snapshots import snapshot, snapshot_bytes
-from oomguard.devices.base import is_oom
+from oomguard.devices.base import Device, is_oom
 from oomguard.engine.choice import Choice, make_plan
 from oomguard.engine.plan import Plan, Row, fit_line
 from oomguard.engine.prediction import Prediction
@@ -111,17 +111,24 @@ class _Sweep:
             if start + intercept + slope * size > limit:
                 return False
         ok = True
-        began = time.perf_counter()
+        seconds = 0.0
         try:
             # Two microbatches: the second meets the first one's gradients and, on CPU, the heap the
-            # first left behind (glibc keeps freed chunks): one alone would promise too much.
-            self.run(spans or [(0, size), (0, size)])
+            # first left behind (glibc keeps freed chunks): one alone would promise too much. Only the
+            # second is timed: the first at a new size pays for the allocator's new blocks and, on a
+            # GPU, cuDNN's choice of kernels for the new shapes, once per shape and run (so a saver
+            # probed after another would look faster for it).
+            if spans is None:
+                self.run([(0, size)])
+                device.synchronize()
+            began = time.perf_counter()
+            self.run(spans or [(0, size)])
             device.synchronize()
+            seconds = (time.perf_counter() - began) / (len(spans) if spans else 1)
         except Exception as exc:
             if not is_oom(exc):
                 raise
             ok = False
-        seconds = time.perf_counter() - began
         peak = meter.peak()
         self.rows.append(Row(size=size, peak=peak, extra=peak - start + self.offset, ok=ok,
                              whole=spans is not None, seconds=seconds))
@@ -227,6 +234,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
     train_rows: list[Row] = []
     eval_rows: list[Row] = []
     held: _Held | None = None
+    update_seconds = 0.0
     try:
         runner.drop_gradients()
         if loss_fn is not None:
@@ -237,6 +245,7 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
             meter.mark()
             _step_without_moving(optimizer)
             step_peak = meter.peak()
+            update_seconds = _timed(device, lambda: _step_without_moving(optimizer))  # its state made
             taken = snapshot_bytes(runner.model.state_dict()) + snapshot_bytes(optimizer.state_dict())
             train.sweep(ceiling)
             held = _held(runner, copies, step_peak)  # the optimizer state as the first real step makes it
@@ -265,5 +274,15 @@ def probe(runner: Runner, batch: Any, total: int, loss_fn: LossFn | None, eval_f
         "optimizer_step": max(0, held.step_peak - held.total) if held.step_peak else 0,
     })
     base = base.with_parts(process=held.after - held.children - base.part("model") - base.part("optimizer"))
-    return make_plan(train_rows, eval_rows, held.after, base, budget, (ceiling, eval_ceiling), held.step_peak,
-                 headroom, time.perf_counter() - began, total)
+    plan = make_plan(train_rows, eval_rows, held.after, base, budget, (ceiling, eval_ceiling), held.step_peak,
+                     headroom, time.perf_counter() - began, total)
+    return replace(plan, update_seconds=update_seconds)
+
+
+def _timed(device: Device, work: Callable[[], object]) -> float:
+    """Seconds ``work`` took on ``device``, its queued kernels finished."""
+    device.synchronize()
+    began = time.perf_counter()
+    work()
+    device.synchronize()
+    return time.perf_counter() - began

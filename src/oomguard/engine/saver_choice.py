@@ -1,7 +1,7 @@
 """Which memory savers a plan takes: the fastest measured combination that fits.
 
 Each candidate combination is probed like the run without savers (peaks
-against microbatch size, and the seconds each size's two microbatches took):
+against microbatch size, the seconds a microbatch of each size took, and an optimizer step's):
 with activation checkpointing, microbatch 16 may fit where 2 did without it,
 and on a GPU run faster per sample despite the recompute. The plan takes the
 combination with the most samples per second among those that fit (fewer
@@ -44,12 +44,15 @@ class Trial:
 
 
 def rate(plan: Plan) -> float | None:
-    """Samples per second the probe measured at the largest size that fitted, up to the plan's microbatch."""
+    """Samples per second of a whole step as the plan would run it: the batch's microbatches at the rate
+    the probe measured for the largest size that fitted (up to the plan's microbatch), and the optimizer
+    step (an offloaded state's copies cost time there, not in the microbatches)."""
     rows = [row for row in plan.table if row.ok and row.size <= max(1, plan.microbatch) and row.seconds > 0]
     if not rows:
         return None
     row = max(rows, key=lambda r: r.size)
-    return 2 * row.size / row.seconds  # the probe runs two microbatches of each size
+    samples = plan.batch or row.size
+    return samples / (samples * row.seconds / row.size + plan.update_seconds)
 
 
 def fitted(savers: Combo, plan: Plan) -> Trial:
