@@ -17,9 +17,11 @@ skips the probe.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import importlib.util
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,9 +119,15 @@ def _import_what_saving_imports() -> None:
         importlib.import_module("polars")
 
 
-def save_cost(ema: torch.nn.Module, meter: MemoryMeter) -> int:
-    """Bytes ultralytics' ``save_model`` adds at its peak, measured by doing what it does: a half copy of
-    the EMA model and of AdamW's moments (from a full copy), pickled into memory."""
+def save_cost(ema: torch.nn.Module, meter: MemoryMeter, step: Callable[[], object]) -> tuple[int, int]:
+    """Bytes ultralytics' ``save_model`` adds at its peak, and a training ``step``'s peak right after it
+    (over the same start), measured by doing what they do: a half copy of the EMA model and of AdamW's
+    moments (from a full copy), pickled into memory; then the step on the heap the save left.
+
+    The save runs with no step beside it, but on the host the heap keeps some of what it freed, and
+    whether the next steps reuse those pages depends on their sizes (small images: not at all, large:
+    mostly): the step after it says how much of the save stays beside a step.
+    """
     meter.device.release_cache()
     meter.mark()
     start = meter.current()
@@ -131,8 +139,20 @@ def save_cost(ema: torch.nn.Module, meter: MemoryMeter) -> int:
     torch.save({"ema": half, "optimizer": {"state": state}}, buffer)
     cost = meter.peak() - start
     del half, moments, state, buffer
+    meter.mark()
+    step()
+    after = meter.peak() - start
     meter.device.release_cache()
-    return max(0, cost)
+    return max(0, cost), max(0, after)
+
+
+def with_save(prediction: Prediction, cost: int, step_after: int) -> Prediction:
+    """``prediction`` with ultralytics' save as the part of it that stays beside the steps (``snapshot``):
+    what the step after a save peaked at over the step's own prediction, and at least what the save
+    itself needs over the largest phase (it runs alone, after validation)."""
+    phases = prediction.part(prediction.largest_phase)
+    kept = max(step_after - prediction.part("activations"), cost - phases, 0)
+    return prediction.with_parts(snapshot=kept)
 
 
 def mosaic_buffer(config: Config, imgsz: int, batch: int) -> int:
@@ -184,8 +204,12 @@ def plan_batch(config: Config, device: Device, events: EventLog, imgsz: int, nbs
         activations=plan.curve.extra(batch) if plan.curve is not None else 0,
         evaluation=plan.eval_curve.extra(VAL_FACTOR * batch) if plan.eval_curve is not None else 0,
     ).moved(model_bytes(ema), "process", "ema")
-    prediction = prediction.with_parts(snapshot=max(prediction.part("snapshot"), save_cost(ema, meter)))
-    del guard, optimizer, model, ema, images
+    step = functools.partial(guard.runner.accumulate, {"image": images[:batch]}, batch, [(0, batch)], _loss)
+    cost, step_after = save_cost(ema, meter, step)
+    guard.runner.drop_gradients()
+    # oomguard's own copy of the weights is taken after the epoch's peak is read (the recorder).
+    prediction = with_save(prediction, cost, step_after)
+    del guard, step, optimizer, model, ema, images
     device.empty_cache()
     # What the process holds with the probe's model gone (the libraries' caches the probe filled stay):
     # ultralytics' own model, EMA and optimizer come on top of it.

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from oomguard import events as ev
 from oomguard.checkpoint import CheckpointError, CheckpointStore, load_checkpoint, snapshot
 from oomguard.engine.evidence import Observed, peak_check
+from oomguard.engine.prediction import Prediction
 from oomguard.events import EventLog
 from oomguard.integrations.ultralytics.plan import DetectPlan
 from oomguard.loop.results import csv_cell, read_rows, write_rows
@@ -44,13 +46,18 @@ def _stored_best(run: RunDir) -> float:
 class Recorder:
     """Ultralytics callbacks that write oomguard's run directory: rows, events, weights."""
 
-    def __init__(self, run: RunDir, events: EventLog, staged: bool, keep: int) -> None:
+    def __init__(self, run: RunDir, events: EventLog, staged: bool, keep: int,
+                 now: Callable[[], int] | None = None) -> None:
         self.run, self.events = run, events
+        #: Memory in use now, as the budget counts it (a fresh reading): what an epoch starts from.
+        self.now = now
         self.store = CheckpointStore(run.weights, keep=keep, events=events)
         self.columns = [COLUMNS[0], "stage", *COLUMNS[1:]] if staged else COLUMNS
         self.stage: int | None = None  # 1-based, None without stages
         self.epoch_offset = 0
         self.plan = DetectPlan(0)
+        #: The epoch's peak predicted: the plan's, on the memory held when the epoch started.
+        self.prediction: Prediction | None = None
         self.best = _stored_best(run)
         self.peak = 0
         #: What the epoch's training and validation measured: held against the plan's prediction.
@@ -62,6 +69,21 @@ class Recorder:
     def begin(self, stage: int | None, epoch_offset: int, plan: DetectPlan) -> None:
         """A stage (the whole run without ``stages:``) starts: its number, epoch offset and plan."""
         self.stage, self.epoch_offset, self.plan = stage, epoch_offset, plan
+        self.prediction = plan.prediction
+
+    def on_epoch_held(self, _trainer: Any) -> None:
+        """The epoch's prediction: the plan's phases, ultralytics' save and its EMA on the memory held
+        now (read after the epoch start's trim), in place of the probe's estimate of it.
+
+        The probe measures the process before ultralytics builds its trainer; what the trainer then
+        holds (its datasets and loaders, what its first validation and save leave) is read here, at
+        each epoch's start, before any of the epoch's steps: the steps stay the probe's prediction.
+        """
+        prediction = self.plan.prediction
+        if prediction is None or self.now is None:
+            return
+        predicted = prediction.held - prediction.part("snapshot")  # the save's kept part is not held yet
+        self.prediction = prediction.with_parts(process=prediction.part("process") + self.now() - predicted)
 
     def track(self, used: int) -> None:
         """The epoch's peak memory (the sampler's listener passes each reading's memory used)."""
@@ -114,7 +136,7 @@ class Recorder:
 
     def _check(self, epoch: int) -> float | None:
         """The epoch's peak against the plan's prediction (a ``peak_check`` event); the predicted MB."""
-        prediction = self.plan.prediction
+        prediction = self.prediction
         if prediction is None or not self.peak:
             return None
         self.events.emit(peak_check(epoch, prediction, self.peak, self.observed, self.plan.margin,

@@ -66,6 +66,7 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
     _work_offline(config.model)
     from oomguard.devices import get_device
     from oomguard.memory.budget import resolve_budget
+    from oomguard.memory.meter import MemoryMeter
     from oomguard.memory.sampler import MemorySampler
 
     device = get_device(config.device)
@@ -74,7 +75,8 @@ def train_detect(config: Config, run: RunDir, resume: bool, say: Callable[[str],
     stages = detect_stages(config, run)
     done = [finished_epochs(stage) if resume else 0 for stage in stages]
     announce_start(events, config, resume=any(done), device=str(device.torch_device), budget=budget.limit)
-    recorder = Recorder(run, events, staged=bool(config.stages), keep=config.keep)
+    recorder = Recorder(run, events, staged=bool(config.stages), keep=config.keep,
+                        now=MemoryMeter(device).current)
     data = DataRecorder(run, events, say)  # what ultralytics' own checks left out
     sampler = MemorySampler(device, run.memory, interval=config.sample_every)
     sampler.add_listener(lambda sample: recorder.track(sample.used))
@@ -135,6 +137,7 @@ def _train_stage(stage: DetectStage, finished: int, previous: str, device: Devic
                            ("on_fit_epoch_end", recorder.on_fit_epoch_end),
                            ("on_train_batch_end", pressure.on_train_batch_end),
                            ("on_train_epoch_start", trim.phase_start),
+                           ("on_train_epoch_start", recorder.on_epoch_held),  # after the trim
                            ("on_val_start", trim.phase_start),
                            ("on_val_end", trim.phase_start),  # before ultralytics' save_model
                            ("on_train_batch_start", trim.before_batch),
