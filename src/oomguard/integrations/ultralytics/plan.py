@@ -113,10 +113,12 @@ class DetectPlan:
 
 
 def _import_what_saving_imports() -> None:
-    """Ultralytics' first ``save_model`` imports polars (to read its results.csv): import it now, so that
-    the probe measures the process as it will be."""
+    """Ultralytics' first ``save_model`` imports polars and reads its results.csv with it (which starts
+    polars' thread pool and allocator, memory that stays): do that now, so that the probe measures the
+    process as it will be."""
     if importlib.util.find_spec("polars") is not None:
-        importlib.import_module("polars")
+        polars: Any = importlib.import_module("polars")
+        polars.read_csv(b"epoch,loss\n1,0.5\n", infer_schema_length=None).to_dict(as_series=False)
 
 
 def save_cost(ema: torch.nn.Module, meter: MemoryMeter, step: Callable[[], object]) -> tuple[int, int]:
@@ -137,8 +139,9 @@ def save_cost(ema: torch.nn.Module, meter: MemoryMeter, step: Callable[[], objec
     state = {i: {k: v.half() for k, v in entry.items()} for i, entry in moments.items()}
     buffer = io.BytesIO()
     torch.save({"ema": half, "optimizer": {"state": state}}, buffer)
+    serialized = buffer.getvalue()  # a copy, which it writes to last.pt (and best.pt)
     cost = meter.peak() - start
-    del half, moments, state, buffer
+    del half, moments, state, buffer, serialized
     meter.mark()
     step()
     after = meter.peak() - start
