@@ -122,6 +122,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {"variant": args.child, "baseline_mb": baseline / MB, "shared_mb": shared / MB,
                             "oom": False}
     began, cpu_began = time.perf_counter(), cpu_seconds()
+    planned = began  # the bare variants have no plan; the Guard's set it once planned
     try:
         if args.child in ("auto", "cautious"):
             from oomguard import Guard
@@ -145,7 +146,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         else:
             microbatch = 2 if args.child == "seed_recipe" else args.microbatch
             info["microbatch"] = microbatch
-            planned = began
             if args.child == "seed_recipe" and args.seed_samples:  # slow at microbatch 2: its rate is enough
                 batches = batches[:max(1, args.seed_samples // args.batch)]
             for index, batch in enumerate(batches, 1):

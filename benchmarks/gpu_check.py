@@ -486,8 +486,7 @@ def check_budget_three_ways(card: Card, scale: float) -> dict[str, Any]:
     if card.cuda:
         # A batch of 4096 needs ~25 GB here, so the budget splits it; 12 steps (~4 s a variant on an
         # H200) beside the probe's ~2 s, whose cost samples_per_s_after_plan leaves out; the seed recipe's
-        # rate needs one step.
-        # 8 processes of ~11 s start-up each on an H200 (CUDA's, torch's), ~45 s of training together.
+        # rate needs one step. 8 processes of ~11 s start-up each (CUDA's, torch's), ~45 s of training.
         command += ["--device", "cuda", "--budget-mb", "16000", "--imgsz", "128", "--batch", "4096",
                     "--steps", "12", "--seed-samples", "4096", "--sweep", "1024"]
     else:

@@ -104,7 +104,7 @@ def grown_part(predicted: Prediction, measured: dict[str, int]) -> tuple[str, in
     ``held`` is compared without the snapshot (between steps no checkpoint is
     usually in flight); a phase by what it added over what was held.
     """
-    held = predicted.held - predicted.part("snapshot")
+    held = predicted.between_steps
     growth = {"held": measured.get("held", held) - held}
     for name in PHASE_PARTS:
         if name in measured:

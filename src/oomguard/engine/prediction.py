@@ -44,6 +44,11 @@ class Prediction:
         return sum(self.part(name) for name in HELD_PARTS)
 
     @property
+    def between_steps(self) -> int:
+        """What is held between steps: :attr:`held` less a checkpoint snapshot, usually not in flight then."""
+        return self.held - self.part("snapshot")
+
+    @property
     def largest_phase(self) -> str:
         """The phase that sets the peak (``activations`` when all are 0)."""
         return max(PHASE_PARTS, key=self.part)

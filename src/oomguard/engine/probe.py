@@ -112,6 +112,7 @@ class _Sweep:
                 return False
         ok = True
         seconds = 0.0
+        timed = spans or [(0, size)]
         try:
             # Two microbatches: the second meets the first one's gradients and, on CPU, the heap the
             # first left behind (glibc keeps freed chunks): one alone would promise too much. Only the
@@ -120,11 +121,7 @@ class _Sweep:
             # probed after another would look faster for it).
             if spans is None:
                 self.run([(0, size)])
-                device.synchronize()
-            began = time.perf_counter()
-            self.run(spans or [(0, size)])
-            device.synchronize()
-            seconds = (time.perf_counter() - began) / (len(spans) if spans else 1)
+            seconds = _timed(device, lambda: self.run(timed)) / len(timed)
         except Exception as exc:
             if not is_oom(exc):
                 raise

@@ -82,8 +82,9 @@ class Recorder:
         prediction = self.plan.prediction
         if prediction is None or self.now is None:
             return
-        predicted = prediction.held - prediction.part("snapshot")  # the save's kept part is not held yet
-        self.prediction = prediction.with_parts(process=prediction.part("process") + self.now() - predicted)
+        # The save's kept part is not held yet at an epoch's start: it stays in the prediction as it was.
+        unseen = self.now() - prediction.between_steps  # held now beyond the probe's estimate (or below it)
+        self.prediction = prediction.with_parts(process=prediction.part("process") + unseen)
 
     def track(self, used: int) -> None:
         """The epoch's peak memory (the sampler's listener passes each reading's memory used)."""
